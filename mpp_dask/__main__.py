@@ -1,0 +1,3 @@
+from mpp_dask.cli.main import cli
+
+cli()

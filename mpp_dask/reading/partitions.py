@@ -1,0 +1,108 @@
+"""Confirm decoded ranges in file order and give rows their file row numbers.
+
+Every range is decoded in parallel from a *proposed* start. The confirmation is a
+chain of cheap tasks, one per range, in file order: each carries the natural end of
+the previous range (the first row start at or after its end), which is the true
+first row start of the next range. When the proposal differs, that one range is
+decoded again from the true start. Because offset 0 is a row start, the chain is
+exact by induction. The same chain carries the number of rows before each range
+(for row numbers in messages) and the last frame (to check that frames never
+decrease across ranges, which the stats rely on).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import pandas as pd
+
+from mpp_dask.errors import DecodeError, FrameOrderError, RowProblem
+from mpp_dask.reading.decode import DecodedRange, decode_range
+
+# Problems kept per file for the errors table when bad rows are skipped.
+MAX_KEPT_PROBLEMS = 1000
+
+
+@dataclass
+class FileTally:
+    """What the chain knows after a range: where the next row starts, and running totals."""
+
+    urlpath: str
+    next_start: int = 0
+    rows_before: int = 0
+    rows_kept: int = 0
+    last_frame: int | None = None
+    dropped: Counter = field(default_factory=Counter)
+    unknown_enum_codes: int = 0
+    problems: list[RowProblem] = field(default_factory=list)
+    redecoded_ranges: int = 0
+
+
+def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
+                  aspect_name: str, offset: int, stop: int, file_size: int,
+                  skip_on_error: bool = False,
+                  storage_options: dict | None = None) -> tuple[pd.DataFrame, FileTally]:
+    """Check a decoded range against the previous range's natural end.
+
+    Parameters
+    ----------
+    decoded : DecodedRange
+        The range decoded from its proposed start.
+    previous : FileTally
+        The tally after the previous range of the same file (a fresh one for the
+        first range).
+    urlpath, aspect_name, offset, stop, file_size, skip_on_error, storage_options
+        As for :func:`~mpp_dask.reading.decode.decode_range`, to decode the range
+        again when the proposal was wrong.
+
+    Returns
+    -------
+    (pandas.DataFrame, FileTally)
+        The confirmed partition and the tally after it.
+
+    Raises
+    ------
+    DecodeError
+        If the range holds invalid rows and ``skip_on_error`` is false.
+    FrameOrderError
+        If frames decrease inside the range or from the previous range to this one.
+    """
+    tally = replace(previous, dropped=Counter(previous.dropped),
+                    problems=list(previous.problems))
+
+    if previous.next_start >= stop:
+        # A row from an earlier range covers this whole range.
+        return decoded.frame.iloc[0:0], tally
+
+    if decoded.start != previous.next_start:
+        decoded = decode_range(urlpath, aspect_name=aspect_name, offset=offset, stop=stop,
+                               file_size=file_size, start=previous.next_start,
+                               skip_on_error=skip_on_error, storage_options=storage_options)
+        tally.redecoded_ranges += 1
+
+    problems = [replace(p, row=None if p.row is None else p.row + previous.rows_before)
+                for p in decoded.problems]
+    order_problems = [p for p in problems if p.reason == "frame decreases"]
+    if (previous.last_frame is not None and decoded.first_frame is not None
+            and decoded.first_frame < previous.last_frame):
+        order_problems.insert(0, RowProblem(
+            offset=decoded.start, row=previous.rows_before, reason="frame decreases",
+            field="frame", expected=f"a frame of at least {previous.last_frame}",
+            found=str(decoded.first_frame)))
+
+    if order_problems:
+        # The stats rely on frame order, so this is never skipped.
+        raise FrameOrderError(urlpath, order_problems)
+    if problems and not skip_on_error:
+        raise DecodeError(urlpath, problems)
+
+    tally.next_start = decoded.end
+    tally.rows_before += decoded.objects
+    tally.rows_kept += len(decoded.frame)
+    if decoded.last_frame is not None:
+        tally.last_frame = decoded.last_frame
+    tally.dropped.update(decoded.dropped)
+    tally.unknown_enum_codes += decoded.unknown_enum_codes
+    tally.problems.extend(problems[:MAX_KEPT_PROBLEMS - len(tally.problems)])
+    return decoded.frame, tally
