@@ -1,0 +1,208 @@
+"""The ``mpp-dask`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+import dask.config
+
+from mpp_dask import __version__, settings
+from mpp_dask.cluster import ClusterOptions, connect
+from mpp_dask.errors import ConfigError, MppDaskError
+from mpp_dask.pipeline import RunPlan, run_replay
+from mpp_dask.reading.ranges import normalize_blocksize
+from mpp_dask.schema import ASPECTS
+from mpp_dask.stats.registry import build_registry
+
+logger = logging.getLogger("mpp_dask")
+
+EXIT_INTERRUPTED = 130
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.captureWarnings(True)
+    # Distributed logs every worker start and stop at INFO; keep that for DEBUG runs.
+    if level.upper() != "DEBUG":
+        logging.getLogger("distributed").setLevel(logging.WARNING)
+
+
+def _load_config_file(path: str | None) -> None:
+    if path is None:
+        return
+    import yaml
+
+    with open(path, encoding="utf-8") as stream:
+        loaded = yaml.safe_load(stream) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    dask.config.update(dask.config.config, loaded, priority="new")
+
+
+def _absolute(urlpath: str) -> str:
+    # Workers resolve relative paths against their own working folder.
+    return urlpath if "://" in urlpath else os.path.abspath(urlpath)
+
+
+def _check_output_outside_input(input_dir: str, output_dir: str) -> None:
+    if "://" in input_dir or "://" in output_dir:
+        return
+    input_path = Path(input_dir).resolve()
+    output_path = Path(output_dir).resolve()
+    if output_path == input_path or input_path in output_path.parents:
+        raise ConfigError(f"the output folder {output_dir} is inside the input folder "
+                          f"{input_dir}; choose an output folder elsewhere")
+
+
+def _fail(exc: MppDaskError) -> None:
+    click.echo(f"error: {exc}", err=True)
+    sys.exit(exc.exit_code)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="mpp-dask")
+def cli() -> None:
+    """Turn replay telemetry (MessagePack aspect files) into clean Parquet tables and stats."""
+
+
+@cli.command()
+@click.argument("replay_id")
+@click.option("--input-dir", "-i", required=True, type=str,
+              help="Replay folder holding the <aspect>.mpk files (path or fsspec URL).")
+@click.option("--output-dir", "-o", required=True, type=str,
+              help="Output folder; each table is written to <output-dir>/<table>/replay_id=<id>/.")
+@click.option("--compute-stat", "-s", "stats", multiple=True,
+              help="Stat to compute (repeatable). Default: every default stat.")
+@click.option("--stream", "-u", "streams", multiple=True,
+              help="Aspect to write as a clean table (repeatable); 'all' writes every aspect.")
+@click.option("--blocksize", type=str, default=None,
+              help="Bytes of an aspect file per partition, e.g. '64 MiB' or 4096.  "
+                   "[default: reading.blocksize setting]")
+@click.option("--skip-on-error", is_flag=True, default=None,
+              help="Drop invalid rows and count them instead of failing.")
+@click.option("--plugin-dir", "plugin_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of .py files declaring extra stats (repeatable).")
+@click.option("--scheduler-address", type=str, default=None,
+              help="Address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786.")
+@click.option("--n-workers", type=click.IntRange(min=1), default=None,
+              help="Workers of the local cluster.  [default: one per core]")
+@click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
+              help="Threads per worker of the local cluster.  [default: 1]")
+@click.option("--memory-limit", type=str, default=None,
+              help="Memory limit per worker of the local cluster, e.g. '4GiB'.  [default: auto]")
+@click.option("--dashboard-address", type=str, default=None,
+              help="Host:port of the dashboard of the local cluster.  [default: 127.0.0.1:8787]")
+@click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
+              default=None, help="YAML file of settings that override the defaults.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                               case_sensitive=False),
+              default="INFO", show_default=True, help="Logging level.")
+def run(replay_id: str, input_dir: str, output_dir: str, stats: tuple[str, ...],
+        streams: tuple[str, ...], blocksize: str | None, skip_on_error: bool | None,
+        plugin_dirs: tuple[str, ...], scheduler_address: str | None, n_workers: int | None,
+        threads_per_worker: int | None, memory_limit: str | None,
+        dashboard_address: str | None, config_file: str | None, log_level: str) -> None:
+    """Compute stats and streams of the replay REPLAY_ID and write them as Parquet."""
+    _configure_logging(log_level)
+    try:
+        _load_config_file(config_file)
+        plan, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
+                                   blocksize, skip_on_error, plugin_dirs)
+        options = ClusterOptions(
+            scheduler_address=scheduler_address or settings.get("cluster.scheduler-address"),
+            n_workers=n_workers or settings.get("cluster.n-workers"),
+            threads_per_worker=threads_per_worker or settings.get("cluster.threads-per-worker"),
+            memory_limit=memory_limit or settings.get("cluster.memory-limit"),
+            dashboard_address=dashboard_address or settings.get("cluster.dashboard-address"),
+            dashboard_port_explicit=dashboard_address is not None,
+        )
+        with connect(options) as client:
+            result = run_replay(plan, registry, client)
+    except MppDaskError as exc:
+        _fail(exc)
+    except KeyboardInterrupt:
+        click.echo("interrupted; nothing of this run was committed", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+    for name, reason in result.skipped_stats.items():
+        click.echo(f"skipped {name}: {reason}", err=True)
+    click.echo(f"replay {result.replay_id}: wrote {len(result.tables)} tables to "
+               f"{result.output_dir} in {result.seconds:.1f} s")
+    for name, count in result.rows_per_aspect.items():
+        dropped = sum(result.dropped_rows.get(name, {}).values())
+        note = f" ({dropped} invalid rows dropped)" if dropped else ""
+        click.echo(f"  {name}: {count} rows{note}")
+
+
+def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_on_error,
+              plugin_dirs):
+    """Resolve options and settings into a run plan; every check happens before any work."""
+    try:
+        size = normalize_blocksize(blocksize or settings.get("reading.blocksize"))
+    except ValueError as exc:
+        raise ConfigError(f"invalid --blocksize: {exc}") from exc
+    if skip_on_error is None:
+        skip_on_error = bool(settings.get("reading.skip-on-error"))
+
+    input_dir, output_dir = _absolute(input_dir), _absolute(output_dir)
+    _check_output_outside_input(input_dir, output_dir)
+
+    all_plugin_dirs = [*settings.get("plugin-dirs", default=[]), *plugin_dirs]
+    registry = build_registry(all_plugin_dirs)
+    registry.select(stats)  # an unknown name fails here, before any work
+
+    plan = RunPlan(replay_id=replay_id, input_dir=input_dir, output_dir=output_dir,
+                   stats=list(stats), streams=list(streams), blocksize=size,
+                   skip_on_error=skip_on_error,
+                   compression=settings.get("output.compression"))
+    return plan, registry
+
+
+@cli.command("list-stats")
+@click.option("--plugin-dir", "plugin_dirs", multiple=True,
+              type=click.Path(exists=True, file_okay=False),
+              help="Folder of .py files declaring extra stats (repeatable).")
+def list_stats(plugin_dirs: tuple[str, ...]) -> None:
+    """List the stats: name, default marker, needed aspects and description."""
+    registry = build_registry([*settings.get("plugin-dirs", default=[]), *plugin_dirs])
+    width = max(len(name) for name in registry.names())
+    for stat in registry:
+        marker = "*" if stat.default else " "
+        click.echo(f"{marker} {stat.name:<{width}}  needs {', '.join(stat.aspects)}")
+        click.echo(f"  {'':<{width}}  {stat.description}")
+    click.echo("* runs by default")
+
+
+@cli.command("list-aspects")
+@click.option("--fields", is_flag=True, help="Also list each aspect's fields.")
+def list_aspects(fields: bool) -> None:
+    """List the aspects (the tables of a replay) and, with --fields, their columns."""
+    for aspect in ASPECTS.values():
+        click.echo(f"{aspect.name}: {aspect.description}")
+        if fields:
+            for fld in aspect.fields:
+                click.echo(f"    {fld.name:<24} {str(fld.dtype):<10} {fld.describe()}")
+
+
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=10,
+              show_default=True, help="Game length in minutes.")
+@click.option("--teams", type=click.IntRange(min=2), default=4, show_default=True,
+              help="Players (teams), not counting the Gaia team.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def generate(out_dir: str, minutes: float, teams: int, seed: int) -> None:
+    """Write a deterministic synthetic replay to OUT_DIR."""
+    from mpp_dask.generate import generate_replay
+
+    rows = generate_replay(out_dir, minutes=minutes, teams=teams, seed=seed)
+    click.echo(f"wrote a {minutes:g}-minute replay with {teams} teams to {out_dir}: "
+               f"{sum(rows.values())} rows")
+

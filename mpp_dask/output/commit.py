@@ -1,0 +1,136 @@
+"""Stage a replay's tables, then move them into place only when all succeeded.
+
+Tables are written under ``<output-dir>/.staging/<replay_id>-<run token>/<table>/``.
+Only after every table of the replay was written does :func:`commit_replay` move
+each one to ``<output-dir>/<table>/replay_id=<replay_id>/`` and write the replay's
+manifest. A failed run removes its staging folder and leaves the previous output
+of the replay untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import posixpath
+import re
+import uuid
+from dataclasses import dataclass
+
+import fsspec
+
+from mpp_dask.errors import ConfigError, OutputError
+
+logger = logging.getLogger(__name__)
+
+STAGING_FOLDER = ".staging"
+MANIFEST_NAME = "_manifest.json"
+MANIFESTS_FOLDER = "_manifests"
+
+_INVALID_ID = re.compile(r"[/\\\x00]")
+
+
+def validate_replay_id(replay_id: str) -> str:
+    """Return ``replay_id`` if it can name a folder safely.
+
+    Raises
+    ------
+    ConfigError
+        If it is empty, contains a path separator or is ``.`` or ``..``.
+    """
+    if not replay_id or replay_id.strip() != replay_id:
+        raise ConfigError(f"invalid replay id {replay_id!r}: it must be a non-empty name "
+                          "without leading or trailing spaces")
+    if _INVALID_ID.search(replay_id) or replay_id in (".", "..") or ".." in replay_id:
+        raise ConfigError(f"invalid replay id {replay_id!r}: it may not contain path "
+                          "separators or '..'")
+    if "=" in replay_id:
+        raise ConfigError(f"invalid replay id {replay_id!r}: '=' would break the "
+                          "replay_id=<id> folder names")
+    return replay_id
+
+
+@dataclass
+class Staging:
+    """Where one replay's tables are written before the commit."""
+
+    fs: fsspec.AbstractFileSystem
+    output_dir: str
+    replay_id: str
+    path: str
+
+    @classmethod
+    def create(cls, output_urlpath: str, replay_id: str,
+               storage_options: dict | None = None) -> Staging:
+        """Return a fresh staging folder for ``replay_id`` under ``output_urlpath``."""
+        fs, output_dir = fsspec.core.url_to_fs(output_urlpath, **(storage_options or {}))
+        token = uuid.uuid4().hex[:12]
+        path = posixpath.join(output_dir, STAGING_FOLDER, f"{replay_id}-{token}")
+        fs.makedirs(path, exist_ok=True)
+        return cls(fs, output_dir, replay_id, path)
+
+    def table_path(self, table: str) -> str:
+        """Return the staged folder of ``table``."""
+        return posixpath.join(self.path, table, f"replay_id={self.replay_id}")
+
+    def table_urlpath(self, table: str) -> str:
+        """Return the staged folder of ``table`` as a URL that workers can open."""
+        return self.fs.unstrip_protocol(self.table_path(table))
+
+    def final_path(self, table: str) -> str:
+        """Return the committed folder of ``table``."""
+        return posixpath.join(self.output_dir, table, f"replay_id={self.replay_id}")
+
+    def discard(self) -> None:
+        """Remove the staging folder and everything in it."""
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+        self._remove_empty_staging_root()
+
+    def _remove_empty_staging_root(self) -> None:
+        root = posixpath.join(self.output_dir, STAGING_FOLDER)
+        try:
+            if self.fs.exists(root) and not self.fs.ls(root):
+                self.fs.rmdir(root)
+        except OSError:
+            pass  # another run is staging in it at the same time
+
+    def commit(self, tables: list[str], manifest: dict) -> None:
+        """Move every staged table into place, then write the manifest.
+
+        A table already committed for this replay is replaced. The manifest is written
+        last, so a replay whose manifest says ``complete`` has all its tables.
+
+        Raises
+        ------
+        OutputError
+            If a table cannot be moved.
+        """
+        manifest_path = self.manifest_path()
+        try:
+            if self.fs.exists(manifest_path):
+                # The previous manifest no longer describes the tables being replaced.
+                self.fs.rm(manifest_path)
+            for table in tables:
+                self._move_table(table)
+            self.fs.makedirs(posixpath.dirname(manifest_path), exist_ok=True)
+            with self.fs.open(manifest_path, "w") as stream:
+                json.dump(manifest, stream, indent=2, sort_keys=False, default=str)
+        except OSError as exc:
+            raise OutputError(f"committing replay {self.replay_id} to {self.output_dir} "
+                              f"failed: {exc}") from exc
+        finally:
+            self.discard()
+
+    def manifest_path(self) -> str:
+        """Return where the replay's manifest is committed."""
+        return posixpath.join(self.output_dir, MANIFESTS_FOLDER, self.replay_id, MANIFEST_NAME)
+
+    def _move_table(self, table: str) -> None:
+        staged = self.table_path(table)
+        final = self.final_path(table)
+        self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        if self.fs.exists(final):
+            retired = f"{staged}.previous"
+            self.fs.mv(final, retired, recursive=True)
+        self.fs.mv(staged, final, recursive=True)
+        logger.debug("committed %s", final)

@@ -1,0 +1,92 @@
+"""Find the aspect files of a replay folder."""
+
+from __future__ import annotations
+
+import logging
+import posixpath
+from dataclasses import dataclass, field
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+from mpp_dask.schema import ASPECTS
+
+logger = logging.getLogger(__name__)
+
+ASPECT_SUFFIX = ".mpk"
+KNOWN_OTHER_FILES = ("defs.csv", "game_meta.json")
+
+
+@dataclass(frozen=True)
+class AspectFile:
+    """One aspect file found in a replay folder."""
+
+    aspect_name: str
+    urlpath: str
+    size: int
+    token: str
+
+
+@dataclass
+class ReplayFiles:
+    """What a replay folder holds."""
+
+    urlpath: str
+    aspects: dict[str, AspectFile] = field(default_factory=dict)
+    unknown_aspect_files: list[str] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+
+    @property
+    def missing_aspects(self) -> list[str]:
+        """Aspects of the schema without a file in this replay."""
+        return [name for name in ASPECTS if name not in self.aspects]
+
+
+def _file_token(info: dict) -> str:
+    # Size and modification time identify the file version for task keys.
+    modified = info.get("mtime") or info.get("LastModified") or info.get("created") or ""
+    return f"{info.get('size')}-{modified}"
+
+
+def discover_replay(urlpath: str, storage_options: dict | None = None) -> ReplayFiles:
+    """List the aspect files of the replay folder ``urlpath``.
+
+    Unknown ``.mpk`` files are reported with a warning and skipped; ``defs.csv`` and
+    ``game_meta.json`` are noted; every other file is ignored with one log line.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``urlpath`` is not a folder.
+    """
+    fs, path = fsspec.core.url_to_fs(urlpath, **(storage_options or {}))
+    if not fs.isdir(path):
+        raise FileNotFoundError(f"replay folder {urlpath} does not exist or is not a folder")
+
+    replay = ReplayFiles(urlpath=urlpath)
+    for info in sorted(fs.ls(path, detail=True), key=lambda i: i["name"]):
+        if info.get("type") != "file":
+            continue
+        name = posixpath.basename(info["name"].rstrip("/"))
+        full = info["name"] if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(
+            info["name"])
+        if name.endswith(ASPECT_SUFFIX):
+            aspect_name = name[: -len(ASPECT_SUFFIX)]
+            if aspect_name in ASPECTS:
+                replay.aspects[aspect_name] = AspectFile(aspect_name, full, int(info["size"]),
+                                                         _file_token(info))
+            else:
+                replay.unknown_aspect_files.append(name)
+        elif name in KNOWN_OTHER_FILES:
+            replay.other_files.append(name)
+        else:
+            replay.ignored_files.append(name)
+
+    if replay.unknown_aspect_files:
+        logger.warning("%s: ignoring unknown aspect files %s (known aspects: %s)", urlpath,
+                       ", ".join(replay.unknown_aspect_files), ", ".join(ASPECTS))
+    if replay.ignored_files:
+        logger.info("%s: ignoring files that are not aspects: %s", urlpath,
+                    ", ".join(replay.ignored_files))
+    return replay
