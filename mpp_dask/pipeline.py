@@ -12,6 +12,7 @@ import platform
 import time
 import warnings
 from dataclasses import dataclass, field
+from importlib.metadata import version
 from typing import Any
 
 import dask
@@ -19,11 +20,13 @@ import dask.dataframe as dd
 from distributed import Client
 
 import mpp_dask
-from mpp_dask.errors import ConfigError, SchemaError
-from mpp_dask.output.commit import Staging, validate_replay_id
+from mpp_dask.errors import ConfigError, MppDaskError, SchemaError
+from mpp_dask.output.commit import (Staging, read_manifest, validate_replay_id,
+                                    write_failure_manifest)
 from mpp_dask.reading.discover import ReplayFiles, discover_replay
 from mpp_dask.reading.frames import AspectFrame, read_aspect, tally_from_frame
 from mpp_dask.reading.partitions import FileTally
+from mpp_dask.reading.replays import ReplaySource
 from mpp_dask.schema import ASPECTS, SCHEMA_VERSION
 from mpp_dask.settings import stat_params
 from mpp_dask.stats.registry import Registry, Stat
@@ -35,10 +38,8 @@ STREAM_ALL = "all"
 
 @dataclass
 class RunPlan:
-    """Everything one run of one replay needs, resolved from options and settings."""
+    """What to compute and where, for every replay of a run."""
 
-    replay_id: str
-    input_dir: str
     output_dir: str
     stats: list[str] = field(default_factory=list)
     streams: list[str] = field(default_factory=list)
@@ -46,20 +47,28 @@ class RunPlan:
     skip_on_error: bool = False
     compression: str = "zstd"
     storage_options: dict = field(default_factory=dict)
+    fail_fast: bool = False
+    force_reprocess: bool = False
 
 
 @dataclass
-class RunResult:
-    """What a finished run computed and where it is."""
+class ReplayOutcome:
+    """How one replay of a run ended: ``done``, ``skipped`` (already complete) or ``failed``."""
 
     replay_id: str
-    output_dir: str
-    tables: list[str]
-    skipped_stats: dict[str, str]
-    rows_per_aspect: dict[str, int]
-    dropped_rows: dict[str, dict[str, int]]
-    seconds: float
-    manifest: dict
+    status: str
+    seconds: float = 0.0
+    tables: list[str] = field(default_factory=list)
+    skipped_tables: dict[str, str] = field(default_factory=dict)
+    rows_per_aspect: dict[str, int] = field(default_factory=dict)
+    dropped_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    error: MppDaskError | None = None
+    manifest: dict = field(default_factory=dict)
+
+    @property
+    def rows(self) -> int:
+        """Clean rows decoded from all aspect files of the replay."""
+        return sum(self.rows_per_aspect.values())
 
 
 def resolve_streams(requested: list[str]) -> list[str]:
@@ -139,53 +148,30 @@ def build_tables(plan: RunPlan, registry: Registry, replay: ReplayFiles
     return tables, aspect_frames, skipped
 
 
-def run_replay(plan: RunPlan, registry: Registry, client: Client | None = None) -> RunResult:
-    """Compute every requested table of one replay and commit them atomically.
+@dataclass
+class _PreparedReplay:
+    """A replay whose lazy tables are built and staged, waiting for its computation."""
 
-    Parameters
-    ----------
-    plan : RunPlan
-        The replay, the output and what to compute.
-    registry : Registry
-        The stats that can be requested.
-    client : distributed.Client, optional
-        Where to compute; the current default scheduler when not given.
+    source: ReplaySource
+    replay: ReplayFiles
+    tables: dict[str, dd.DataFrame]
+    aspect_frames: dict[str, AspectFrame]
+    skipped: dict[str, str]
+    staging: Staging
+    fingerprint: dict
+    started: float
+    futures: list = field(default_factory=list)
 
-    Returns
-    -------
-    RunResult
-
-    Raises
-    ------
-    MppDaskError
-        On invalid input, settings or output; nothing of this run is left in the output.
-    """
-    started = time.perf_counter()
-    validate_replay_id(plan.replay_id)
-    replay = discover_replay(plan.input_dir, plan.storage_options)
-    if not replay.aspects:
-        raise ConfigError(f"no aspect files (*.mpk of a known aspect) in {plan.input_dir}")
-
-    tables, aspect_frames, skipped = build_tables(plan, registry, replay)
-    logger.info("replay %s: %d tables from %d aspect files (%d partitions)", plan.replay_id,
-                len(tables), len(aspect_frames),
-                sum(f.frame.npartitions for f in aspect_frames.values()))
-
-    staging = Staging.create(plan.output_dir, plan.replay_id, plan.storage_options)
-    try:
-        tallies = _compute_and_stage(tables, aspect_frames, staging, plan, client)
-        manifest = _manifest(plan, replay, tables, skipped, tallies, started)
-        staging.commit(list(tables), manifest)
-    except BaseException:
-        staging.discard()
-        raise
-
-    return RunResult(
-        replay_id=plan.replay_id, output_dir=plan.output_dir, tables=list(tables),
-        skipped_stats=skipped, rows_per_aspect=manifest["rows_per_aspect"],
-        dropped_rows=manifest["dropped_rows"], seconds=time.perf_counter() - started,
-        manifest=manifest,
-    )
+    def collections(self, plan: RunPlan) -> list:
+        """Return the Parquet writes and the decode tallies, to compute together."""
+        writes = [
+            frame.to_parquet(self.staging.table_urlpath(name), write_index=False,
+                             compute=False, compression=plan.compression,
+                             storage_options=plan.storage_options,
+                             write_metadata_file=False, name_function=part_file_name)
+            for name, frame in self.tables.items()
+        ]
+        return [*writes, *(aspect_frame.tally for aspect_frame in self.aspect_frames.values())]
 
 
 def part_file_name(index: int) -> str:
@@ -193,53 +179,196 @@ def part_file_name(index: int) -> str:
     return f"part.{index:06d}.parquet"
 
 
-def _compute_and_stage(tables: dict[str, dd.DataFrame], aspect_frames: dict[str, AspectFrame],
-                       staging: Staging, plan: RunPlan,
-                       client: Client | None) -> dict[str, FileTally]:
-    writes = [
-        frame.to_parquet(staging.table_urlpath(name), write_index=False, compute=False,
-                         compression=plan.compression, storage_options=plan.storage_options,
-                         write_metadata_file=False, name_function=part_file_name)
-        for name, frame in tables.items()
-    ]
-    tally_frames = [aspect_frame.tally for aspect_frame in aspect_frames.values()]
+def run(sources: list[ReplaySource], plan: RunPlan, registry: Registry,
+        client: Client | None = None) -> list[ReplayOutcome]:
+    """Compute every requested table of every replay and commit each replay atomically.
 
-    compute_started = time.perf_counter()
-    with warnings.catch_warnings():
-        # The output folder of each table is new, so dask's overwrite check is moot.
-        warnings.filterwarnings("ignore", message=".*Computing mixed collections.*")
+    All replays are submitted to the cluster at once, so small replays share the
+    workers. A replay that fails is reported in its outcome and the others go on,
+    unless ``plan.fail_fast`` is set. A replay whose committed manifest matches its
+    current input files and settings is skipped unless ``plan.force_reprocess``.
+
+    Parameters
+    ----------
+    sources : list of ReplaySource
+        The replays and their ids.
+    plan : RunPlan
+        What to compute and where.
+    registry : Registry
+        The stats that can be requested.
+    client : distributed.Client, optional
+        Where to compute. Without one, replays are computed one after another with
+        the current default scheduler.
+
+    Returns
+    -------
+    list of ReplayOutcome
+        One per source, in the order of ``sources``.
+
+    Raises
+    ------
+    MppDaskError
+        With ``plan.fail_fast``, the first failure; nothing of the failed replay or of
+        the replays not yet committed is left in the output.
+    """
+    outcomes: dict[str, ReplayOutcome] = {}
+    prepared: list[_PreparedReplay] = []
+    try:
+        for source in sources:
+            started = time.perf_counter()
+            try:
+                item = _prepare(source, plan, registry, started)
+            except MppDaskError as exc:
+                outcomes[source.replay_id] = _failed(source, exc, started, plan)
+                if plan.fail_fast:
+                    raise
+                continue
+            if item is None:
+                outcomes[source.replay_id] = ReplayOutcome(source.replay_id, "skipped")
+            else:
+                prepared.append(item)
+
         if client is not None:
-            results = client.compute([*writes, *tally_frames], sync=True)
-        else:
-            results = dask.compute(*writes, *tally_frames)
-    logger.info("replay %s: computed and staged %d tables in %.1f s", plan.replay_id,
-                len(tables), time.perf_counter() - compute_started)
+            for item in prepared:
+                item.futures = client.compute(item.collections(plan))
 
-    computed_tallies = results[len(writes):]
-    return {name: tally_from_frame(frame)
-            for name, frame in zip(aspect_frames, computed_tallies)}
+        for item in prepared:
+            outcomes[item.source.replay_id] = _finish(item, plan, client)
+    except BaseException:
+        for item in prepared:
+            if item.futures and client is not None:
+                client.cancel(item.futures)
+            item.staging.discard()
+        raise
+
+    return [outcomes[source.replay_id] for source in sources]
 
 
-def _manifest(plan: RunPlan, replay: ReplayFiles, tables: dict[str, dd.DataFrame],
-              skipped: dict[str, str], tallies: dict[str, FileTally],
-              started: float) -> dict:
-    from importlib.metadata import version
+def _prepare(source: ReplaySource, plan: RunPlan, registry: Registry,
+             started: float) -> _PreparedReplay | None:
+    """Build a replay's lazy tables and staging, or return None when it is already done."""
+    validate_replay_id(source.replay_id)
+    replay = discover_replay(source.urlpath, plan.storage_options)
+    if not replay.aspects:
+        raise ConfigError(f"replay {source.replay_id}: no aspect files (<aspect>.mpk of a "
+                          f"known aspect) in {source.urlpath}")
 
+    tables, aspect_frames, skipped = build_tables(plan, registry, replay)
+    fingerprint = _fingerprint(plan, replay, tables)
+    if not plan.force_reprocess and _is_complete(plan, source.replay_id, fingerprint):
+        logger.info("replay %s: already complete for these inputs and settings; skipped "
+                    "(use --force-reprocess to compute it again)", source.replay_id)
+        return None
+
+    logger.info("replay %s: %d tables from %d aspect files (%d partitions)", source.replay_id,
+                len(tables), len(aspect_frames),
+                sum(f.frame.npartitions for f in aspect_frames.values()))
+    staging = Staging.create(plan.output_dir, source.replay_id, plan.storage_options)
+    return _PreparedReplay(source, replay, tables, aspect_frames, skipped, staging,
+                           fingerprint, started)
+
+
+def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> ReplayOutcome:
+    """Wait for a replay's computation, then commit it or record why it failed."""
+    replay_id = item.source.replay_id
+    try:
+        try:
+            if client is not None:
+                results = client.gather(item.futures)
+            else:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*Computing mixed collections.*")
+                    results = dask.compute(*item.collections(plan))
+        except MppDaskError:
+            raise
+        except Exception as exc:
+            raise MppDaskError(f"replay {replay_id}: computing its tables failed: "
+                               f"{type(exc).__name__}: {exc}") from exc
+
+        tallies = {name: tally_from_frame(frame) for name, frame
+                   in zip(item.aspect_frames, results[len(item.tables):])}
+        manifest = _manifest(plan, item, tallies)
+        item.staging.commit(list(item.tables), manifest)
+    except MppDaskError as exc:
+        item.staging.discard()
+        outcome = _failed(item.source, exc, item.started, plan)
+        if plan.fail_fast:
+            raise
+        return outcome
+
+    _log_tallies(replay_id, tallies)
+    logger.info("replay %s: committed %d tables in %.1f s", replay_id, len(item.tables),
+                manifest["seconds"])
+    return ReplayOutcome(
+        replay_id=replay_id, status="done", seconds=manifest["seconds"],
+        tables=list(item.tables), skipped_tables=item.skipped,
+        rows_per_aspect=manifest["rows_per_aspect"], dropped_rows=manifest["dropped_rows"],
+        manifest=manifest,
+    )
+
+
+def _log_tallies(replay_id: str, tallies: dict[str, FileTally]) -> None:
+    for name, tally in tallies.items():
+        if tally.unknown_enum_codes:
+            logger.warning("replay %s: %s has %d unknown enum codes, stored as null",
+                           replay_id, name, tally.unknown_enum_codes)
+        if tally.dropped:
+            reasons = ", ".join(f"{count} {reason}" for reason, count in tally.dropped.items())
+            logger.warning("replay %s: %s: dropped invalid rows: %s", replay_id, name, reasons)
+
+
+def _failed(source: ReplaySource, exc: MppDaskError, started: float,
+            plan: RunPlan) -> ReplayOutcome:
+    logger.error("replay %s failed: %s", source.replay_id, exc)
+    seconds = time.perf_counter() - started
+    manifest = {"status": "failed", "replay_id": source.replay_id, "input_dir": source.urlpath,
+                "error": str(exc), "error_type": type(exc).__name__,
+                "mpp_dask_version": mpp_dask.__version__, "seconds": round(seconds, 3)}
+    try:
+        # An invalid id must not become a path, so its failure is only reported.
+        validate_replay_id(source.replay_id)
+        write_failure_manifest(plan.output_dir, source.replay_id, manifest,
+                               plan.storage_options)
+    except (OSError, MppDaskError) as write_error:
+        logger.warning("replay %s: the failure could not be recorded in its manifest: %s",
+                       source.replay_id, write_error)
+    return ReplayOutcome(source.replay_id, "failed", seconds=seconds, error=exc,
+                         manifest=manifest)
+
+
+def _fingerprint(plan: RunPlan, replay: ReplayFiles, tables: dict[str, dd.DataFrame]) -> dict:
+    """Return what decides whether committed output is still valid for this run."""
+    return {
+        "mpp_dask_version": mpp_dask.__version__,
+        "schema_version": SCHEMA_VERSION,
+        "input_files": {name: {"path": file.urlpath, "size": file.size, "token": file.token}
+                        for name, file in replay.aspects.items()},
+        "tables": list(tables),
+        "stat_params": {name: stat_params(name) for name in tables if name not in ASPECTS},
+        "blocksize": plan.blocksize,
+        "skip_on_error": plan.skip_on_error,
+        "compression": plan.compression,
+    }
+
+
+def _is_complete(plan: RunPlan, replay_id: str, fingerprint: dict) -> bool:
+    manifest = read_manifest(plan.output_dir, replay_id, plan.storage_options)
+    return (manifest is not None and manifest.get("status") == "complete"
+            and manifest.get("fingerprint") == fingerprint)
+
+
+def _manifest(plan: RunPlan, item: _PreparedReplay, tallies: dict[str, FileTally]) -> dict:
     return {
         "status": "complete",
-        "replay_id": plan.replay_id,
+        "replay_id": item.source.replay_id,
         "mpp_dask_version": mpp_dask.__version__,
         "schema_version": SCHEMA_VERSION,
         "versions": {name: version(name) for name in ("dask", "distributed", "pandas",
                                                       "pyarrow", "msgpack")},
         "python": platform.python_version(),
-        "input_dir": plan.input_dir,
-        "input_files": {
-            name: {"path": file.urlpath, "size": file.size, "token": file.token}
-            for name, file in replay.aspects.items()
-        },
-        "tables": list(tables),
-        "skipped": skipped,
+        "input_dir": item.source.urlpath,
+        "tables": list(item.tables),
+        "skipped": item.skipped,
         "rows_per_aspect": {name: tally.rows_kept for name, tally in tallies.items()},
         "dropped_rows": {name: dict(tally.dropped) for name, tally in tallies.items()
                          if tally.dropped},
@@ -252,5 +381,6 @@ def _manifest(plan: RunPlan, replay: ReplayFiles, tables: dict[str, dd.DataFrame
             "streams": plan.streams,
             "compression": plan.compression,
         },
-        "seconds": round(time.perf_counter() - started, 3),
+        "fingerprint": item.fingerprint,
+        "seconds": round(time.perf_counter() - item.started, 3),
     }

@@ -13,7 +13,9 @@ import dask.config
 from mpp_dask import __version__, settings
 from mpp_dask.cluster import ClusterOptions, connect
 from mpp_dask.errors import ConfigError, MppDaskError
-from mpp_dask.pipeline import RunPlan, run_replay
+from mpp_dask import pipeline
+from mpp_dask.output.commit import validate_replay_id
+from mpp_dask.reading.replays import resolve_replays
 from mpp_dask.reading.ranges import normalize_blocksize
 from mpp_dask.schema import ASPECTS
 from mpp_dask.stats.registry import build_registry
@@ -21,6 +23,7 @@ from mpp_dask.stats.registry import build_registry
 logger = logging.getLogger("mpp_dask")
 
 EXIT_INTERRUPTED = 130
+EXIT_SOME_FAILED = 1
 
 
 def _configure_logging(level: str) -> None:
@@ -72,9 +75,10 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("replay_id")
+@click.argument("replay_id", required=False)
 @click.option("--input-dir", "-i", required=True, type=str,
-              help="Replay folder holding the <aspect>.mpk files (path or fsspec URL).")
+              help="A replay folder of <aspect>.mpk files, a folder of replay folders, a glob "
+                   "of replay folders, or a text file listing replay folders (path or URL).")
 @click.option("--output-dir", "-o", required=True, type=str,
               help="Output folder; each table is written to <output-dir>/<table>/replay_id=<id>/.")
 @click.option("--compute-stat", "-s", "stats", multiple=True,
@@ -86,6 +90,11 @@ def cli() -> None:
                    "[default: reading.blocksize setting]")
 @click.option("--skip-on-error", is_flag=True, default=None,
               help="Drop invalid rows and count them instead of failing.")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop at the first replay that fails instead of going on with the others.")
+@click.option("--force-reprocess", is_flag=True,
+              help="Compute replays again even when their output is complete for the same "
+                   "inputs and settings.")
 @click.option("--plugin-dir", "plugin_dirs", multiple=True,
               type=click.Path(exists=True, file_okay=False),
               help="Folder of .py files declaring extra stats (repeatable).")
@@ -104,17 +113,23 @@ def cli() -> None:
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                case_sensitive=False),
               default="INFO", show_default=True, help="Logging level.")
-def run(replay_id: str, input_dir: str, output_dir: str, stats: tuple[str, ...],
+def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str, ...],
         streams: tuple[str, ...], blocksize: str | None, skip_on_error: bool | None,
-        plugin_dirs: tuple[str, ...], scheduler_address: str | None, n_workers: int | None,
-        threads_per_worker: int | None, memory_limit: str | None,
-        dashboard_address: str | None, config_file: str | None, log_level: str) -> None:
-    """Compute stats and streams of the replay REPLAY_ID and write them as Parquet."""
+        fail_fast: bool, force_reprocess: bool, plugin_dirs: tuple[str, ...],
+        scheduler_address: str | None, n_workers: int | None, threads_per_worker: int | None,
+        memory_limit: str | None, dashboard_address: str | None, config_file: str | None,
+        log_level: str) -> None:
+    """Compute stats and streams of one or many replays and write them as Parquet.
+
+    REPLAY_ID names the output of a single replay folder; without it each replay is
+    named after its folder.
+    """
     _configure_logging(log_level)
     try:
         _load_config_file(config_file)
-        plan, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
-                                   blocksize, skip_on_error, plugin_dirs)
+        plan, sources, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
+                                            blocksize, skip_on_error, plugin_dirs, fail_fast,
+                                            force_reprocess)
         options = ClusterOptions(
             scheduler_address=scheduler_address or settings.get("cluster.scheduler-address"),
             n_workers=n_workers or settings.get("cluster.n-workers"),
@@ -124,25 +139,43 @@ def run(replay_id: str, input_dir: str, output_dir: str, stats: tuple[str, ...],
             dashboard_port_explicit=dashboard_address is not None,
         )
         with connect(options) as client:
-            result = run_replay(plan, registry, client)
+            outcomes = pipeline.run(sources, plan, registry, client)
     except MppDaskError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        click.echo("interrupted; nothing of this run was committed", err=True)
+        click.echo("interrupted; nothing of the unfinished replays was committed", err=True)
         sys.exit(EXIT_INTERRUPTED)
 
-    for name, reason in result.skipped_stats.items():
-        click.echo(f"skipped {name}: {reason}", err=True)
-    click.echo(f"replay {result.replay_id}: wrote {len(result.tables)} tables to "
-               f"{result.output_dir} in {result.seconds:.1f} s")
-    for name, count in result.rows_per_aspect.items():
-        dropped = sum(result.dropped_rows.get(name, {}).values())
-        note = f" ({dropped} invalid rows dropped)" if dropped else ""
-        click.echo(f"  {name}: {count} rows{note}")
+    _print_summary(outcomes, plan.output_dir)
+    failed = [outcome for outcome in outcomes if outcome.status == "failed"]
+    if failed:
+        sys.exit(failed[0].error.exit_code if len(outcomes) == 1 else EXIT_SOME_FAILED)
+
+
+def _print_summary(outcomes: list[pipeline.ReplayOutcome], output_dir: str) -> None:
+    if len(outcomes) == 1 and outcomes[0].status == "failed":
+        click.echo(f"error: {outcomes[0].error}", err=True)
+        return
+
+    for outcome in outcomes:
+        for name, reason in outcome.skipped_tables.items():
+            click.echo(f"replay {outcome.replay_id}: skipped {name}: {reason}", err=True)
+
+    counts = {status: sum(o.status == status for o in outcomes)
+              for status in ("done", "skipped", "failed")}
+    click.echo(f"{len(outcomes)} replays: {counts['done']} done, {counts['skipped']} skipped "
+               f"(already complete), {counts['failed']} failed; output in {output_dir}")
+    width = max(len("replay"), *(len(o.replay_id) for o in outcomes))
+    click.echo(f"  {'replay':<{width}}  {'status':<7}  {'rows':>10}  {'seconds':>8}  error")
+    for outcome in outcomes:
+        error = str(outcome.error).splitlines()[0] if outcome.error else ""
+        rows = str(outcome.rows) if outcome.status == "done" else "-"
+        click.echo(f"  {outcome.replay_id:<{width}}  {outcome.status:<7}  {rows:>10}  "
+                   f"{outcome.seconds:>8.1f}  {error}")
 
 
 def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_on_error,
-              plugin_dirs):
+              plugin_dirs, fail_fast, force_reprocess):
     """Resolve options and settings into a run plan; every check happens before any work."""
     try:
         size = normalize_blocksize(blocksize or settings.get("reading.blocksize"))
@@ -152,17 +185,22 @@ def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_
         skip_on_error = bool(settings.get("reading.skip-on-error"))
 
     input_dir, output_dir = _absolute(input_dir), _absolute(output_dir)
-    _check_output_outside_input(input_dir, output_dir)
+    if replay_id is not None:
+        validate_replay_id(replay_id)
+    sources = resolve_replays(input_dir, replay_id)
+    for source in sources:
+        _check_output_outside_input(source.urlpath, output_dir)
 
     all_plugin_dirs = [*settings.get("plugin-dirs", default=[]), *plugin_dirs]
     registry = build_registry(all_plugin_dirs)
     registry.select(stats)  # an unknown name fails here, before any work
+    pipeline.resolve_streams(list(streams))
 
-    plan = RunPlan(replay_id=replay_id, input_dir=input_dir, output_dir=output_dir,
-                   stats=list(stats), streams=list(streams), blocksize=size,
-                   skip_on_error=skip_on_error,
-                   compression=settings.get("output.compression"))
-    return plan, registry
+    plan = pipeline.RunPlan(output_dir=output_dir, stats=list(stats), streams=list(streams),
+                            blocksize=size, skip_on_error=skip_on_error,
+                            compression=settings.get("output.compression"),
+                            fail_fast=fail_fast, force_reprocess=force_reprocess)
+    return plan, sources, registry
 
 
 @cli.command("list-stats")

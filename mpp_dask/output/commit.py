@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 STAGING_FOLDER = ".staging"
 MANIFEST_NAME = "_manifest.json"
 MANIFESTS_FOLDER = "_manifests"
+FAILURE_NAME = "_last_failure.json"
 
 _INVALID_ID = re.compile(r"[/\\\x00]")
 
@@ -113,6 +114,9 @@ class Staging:
             for table in tables:
                 self._move_table(table)
             self.fs.makedirs(posixpath.dirname(manifest_path), exist_ok=True)
+            failure_path = posixpath.join(posixpath.dirname(manifest_path), FAILURE_NAME)
+            if self.fs.exists(failure_path):
+                self.fs.rm(failure_path)
             with self.fs.open(manifest_path, "w") as stream:
                 json.dump(manifest, stream, indent=2, sort_keys=False, default=str)
         except OSError as exc:
@@ -134,3 +138,43 @@ class Staging:
             self.fs.mv(final, retired, recursive=True)
         self.fs.mv(staged, final, recursive=True)
         logger.debug("committed %s", final)
+
+
+def _manifest_location(output_urlpath: str, replay_id: str,
+                       storage_options: dict | None) -> tuple[fsspec.AbstractFileSystem, str]:
+    fs, output_dir = fsspec.core.url_to_fs(output_urlpath, **(storage_options or {}))
+    return fs, posixpath.join(output_dir, MANIFESTS_FOLDER, replay_id)
+
+
+def read_manifest(output_urlpath: str, replay_id: str,
+                  storage_options: dict | None = None) -> dict | None:
+    """Return the committed manifest of a replay, or None if there is none or it is unreadable."""
+    fs, folder = _manifest_location(output_urlpath, replay_id, storage_options)
+    path = posixpath.join(folder, MANIFEST_NAME)
+    try:
+        with fs.open(path, "r") as stream:
+            return json.load(stream)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("manifest %s is unreadable (%s); the replay will be computed again",
+                       path, exc)
+        return None
+
+
+def write_failure_manifest(output_urlpath: str, replay_id: str, manifest: dict,
+                           storage_options: dict | None = None) -> str:
+    """Record a failed run of a replay and return where.
+
+    The failure becomes the replay's manifest unless a complete output of the replay
+    exists; then it goes beside it as ``_last_failure.json`` and the good output and
+    its manifest stay as they are.
+    """
+    fs, folder = _manifest_location(output_urlpath, replay_id, storage_options)
+    previous = read_manifest(output_urlpath, replay_id, storage_options)
+    name = FAILURE_NAME if previous and previous.get("status") == "complete" else MANIFEST_NAME
+    path = posixpath.join(folder, name)
+    fs.makedirs(folder, exist_ok=True)
+    with fs.open(path, "w") as stream:
+        json.dump(manifest, stream, indent=2, default=str)
+    return path
