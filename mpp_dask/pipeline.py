@@ -23,9 +23,11 @@ import mpp_dask
 from mpp_dask.errors import ConfigError, MppDaskError, SchemaError
 from mpp_dask.output.commit import (Staging, read_manifest, validate_replay_id,
                                     write_failure_manifest)
+from mpp_dask.output.errors_table import ERRORS_TABLE, write_errors_table
 from mpp_dask.reading.discover import ReplayFiles, discover_replay
 from mpp_dask.reading.frames import AspectFrame, read_aspect, tally_from_frame
 from mpp_dask.reading.partitions import FileTally
+from mpp_dask.reading.ranges import plan_ranges
 from mpp_dask.reading.replays import ReplaySource
 from mpp_dask.schema import ASPECTS, SCHEMA_VERSION
 from mpp_dask.settings import stat_params
@@ -288,7 +290,10 @@ def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> Repl
         tallies = {name: tally_from_frame(frame) for name, frame
                    in zip(item.aspect_frames, results[len(item.tables):])}
         manifest = _manifest(plan, item, tallies)
-        item.staging.commit(list(item.tables), manifest)
+        tables = list(item.tables)
+        if write_errors_table(item.staging, tallies):
+            tables.append(ERRORS_TABLE)
+        item.staging.commit(tables, manifest)
     except MppDaskError as exc:
         item.staging.discard()
         outcome = _failed(item.source, exc, item.started, plan)
@@ -384,3 +389,34 @@ def _manifest(plan: RunPlan, item: _PreparedReplay, tallies: dict[str, FileTally
         "fingerprint": item.fingerprint,
         "seconds": round(time.perf_counter() - item.started, 3),
     }
+
+
+def describe_plan(sources: list[ReplaySource], plan: RunPlan, registry: Registry) -> list[dict]:
+    """Return what a run would do for each replay, without reading any data.
+
+    Only file listings and sizes are read: per replay, the aspect files with their
+    sizes and planned partitions, unknown and ignored files, and the stats and
+    streams that would run or be skipped (with why).
+    """
+    described = []
+    for source in sources:
+        replay = discover_replay(source.urlpath, plan.storage_options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stats, streams, skipped = _plan_tables(plan, registry, replay)
+        described.append({
+            "replay_id": source.replay_id,
+            "input_dir": source.urlpath,
+            "aspect_files": {
+                name: {"size": file.size,
+                       "partitions": len(plan_ranges(file.size, plan.blocksize))}
+                for name, file in replay.aspects.items()
+            },
+            "missing_aspects": replay.missing_aspects,
+            "unknown_aspect_files": replay.unknown_aspect_files,
+            "ignored_files": replay.ignored_files,
+            "stats": [stat.name for stat in stats],
+            "streams": streams,
+            "skipped": skipped,
+        })
+    return described

@@ -95,6 +95,9 @@ def cli() -> None:
 @click.option("--force-reprocess", is_flag=True,
               help="Compute replays again even when their output is complete for the same "
                    "inputs and settings.")
+@click.option("--dry-run", is_flag=True,
+              help="List the files, planned partitions and stats of each replay, and stop "
+                   "without reading any data.")
 @click.option("--plugin-dir", "plugin_dirs", multiple=True,
               type=click.Path(exists=True, file_okay=False),
               help="Folder of .py files declaring extra stats (repeatable).")
@@ -115,7 +118,7 @@ def cli() -> None:
               default="INFO", show_default=True, help="Logging level.")
 def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str, ...],
         streams: tuple[str, ...], blocksize: str | None, skip_on_error: bool | None,
-        fail_fast: bool, force_reprocess: bool, plugin_dirs: tuple[str, ...],
+        fail_fast: bool, force_reprocess: bool, dry_run: bool, plugin_dirs: tuple[str, ...],
         scheduler_address: str | None, n_workers: int | None, threads_per_worker: int | None,
         memory_limit: str | None, dashboard_address: str | None, config_file: str | None,
         log_level: str) -> None:
@@ -130,6 +133,9 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
         plan, sources, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
                                             blocksize, skip_on_error, plugin_dirs, fail_fast,
                                             force_reprocess)
+        if dry_run:
+            _print_dry_run(pipeline.describe_plan(sources, plan, registry))
+            return
         options = ClusterOptions(
             scheduler_address=scheduler_address or settings.get("cluster.scheduler-address"),
             n_workers=n_workers or settings.get("cluster.n-workers"),
@@ -152,6 +158,22 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
         sys.exit(failed[0].error.exit_code if len(outcomes) == 1 else EXIT_SOME_FAILED)
 
 
+def _print_dry_run(described: list[dict]) -> None:
+    for replay in described:
+        click.echo(f"replay {replay['replay_id']} ({replay['input_dir']})")
+        for name, file in replay["aspect_files"].items():
+            click.echo(f"  {name}: {file['size']} bytes, {file['partitions']} partitions")
+        if replay["missing_aspects"]:
+            click.echo(f"  missing aspects: {', '.join(replay['missing_aspects'])}")
+        if replay["unknown_aspect_files"]:
+            click.echo(f"  unknown aspect files (ignored): "
+                       f"{', '.join(replay['unknown_aspect_files'])}")
+        click.echo(f"  stats: {', '.join(replay['stats']) or 'none'}")
+        click.echo(f"  streams: {', '.join(replay['streams']) or 'none'}")
+        for name, reason in replay["skipped"].items():
+            click.echo(f"  would skip {name}: {reason}")
+
+
 def _print_summary(outcomes: list[pipeline.ReplayOutcome], output_dir: str) -> None:
     if len(outcomes) == 1 and outcomes[0].status == "failed":
         click.echo(f"error: {outcomes[0].error}", err=True)
@@ -172,6 +194,12 @@ def _print_summary(outcomes: list[pipeline.ReplayOutcome], output_dir: str) -> N
         rows = str(outcome.rows) if outcome.status == "done" else "-"
         click.echo(f"  {outcome.replay_id:<{width}}  {outcome.status:<7}  {rows:>10}  "
                    f"{outcome.seconds:>8.1f}  {error}")
+
+    if len(outcomes) == 1:
+        for name, count in outcomes[0].rows_per_aspect.items():
+            dropped = sum(outcomes[0].dropped_rows.get(name, {}).values())
+            note = f" ({dropped} invalid rows dropped)" if dropped else ""
+            click.echo(f"  {name}: {count} rows{note}")
 
 
 def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_on_error,
