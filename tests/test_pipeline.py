@@ -229,3 +229,29 @@ def test_invalid_replay_id_rejected(tmp_path, client, registry, replay_id):
     assert outcome.status == "failed"
     assert "invalid replay id" in str(outcome.error)
     assert not (tmp_path / "out" / "team_stats").exists()
+
+
+@pytest.mark.slow
+def test_each_aspect_decoded_once(example_replay, tmp_path, client, registry):
+    from distributed import get_task_stream
+
+    from mpp_dask.reading.ranges import plan_ranges
+
+    blocksize = 256 * 1024
+    plan = pipeline.RunPlan(output_dir=str(tmp_path), streams=["all"], blocksize=blocksize)
+    with get_task_stream(client) as stream:
+        [outcome] = pipeline.run([ReplaySource("ex", str(example_replay))], plan, registry,
+                                 client)
+    assert outcome.status == "done"
+
+    decoded = {}
+    for task in stream.data:
+        name = task["key"][0] if isinstance(task["key"], tuple) else task["key"]
+        if name.startswith("decode-"):
+            aspect_name = name[len("decode-"):].rsplit("-", 1)[0]
+            decoded[aspect_name] = decoded.get(aspect_name, 0) + 1
+    expected = {
+        path.stem: len(plan_ranges(path.stat().st_size, blocksize))
+        for path in example_replay.glob("*.mpk")
+    }
+    assert decoded == expected
