@@ -1657,9 +1657,9 @@ def generate_replay(out_dir: str | Path, *, minutes: float = 10, teams: int = 4,
       63% of the bytes in unit_positions and 24% in unit_state_snapshots.
 
     ``scripts/time_generate.py`` measures a configuration. On 2 AMD EPYC cores
-    shared with other jobs, two runs of the 1 GB replay took 63 s and 70 s with
-    a peak resident memory of 340 MB, because rows are built and encoded one
-    time window at a time.
+    shared with other jobs, two runs of the 1 GB replay took 63 s and 70 s. Peak
+    resident memory was 340 MB because rows are built and encoded one time
+    window at a time.
 
     Parameters
     ----------
