@@ -11,6 +11,7 @@ import logging
 import platform
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any
@@ -182,7 +183,8 @@ def part_file_name(index: int) -> str:
 
 
 def run(sources: list[ReplaySource], plan: RunPlan, registry: Registry,
-        client: Client | None = None) -> list[ReplayOutcome]:
+        client: Client | None = None,
+        on_submit: Callable[[list], None] | None = None) -> list[ReplayOutcome]:
     """Compute every requested table of every replay and commit each replay atomically.
 
     All replays are submitted to the cluster at once, so small replays share the
@@ -201,6 +203,10 @@ def run(sources: list[ReplaySource], plan: RunPlan, registry: Registry,
     client : distributed.Client, optional
         Where to compute. Without one, replays are computed one after another with
         the current default scheduler.
+    on_submit : callable, optional
+        Called with the futures of all replays once they are submitted to
+        ``client``, before waiting for any of them; the command line draws its
+        progress bar from them. Not called without a client.
 
     Returns
     -------
@@ -233,6 +239,8 @@ def run(sources: list[ReplaySource], plan: RunPlan, registry: Registry,
         if client is not None:
             for item in prepared:
                 item.futures = client.compute(item.collections(plan))
+            if on_submit is not None:
+                on_submit([future for item in prepared for future in item.futures])
 
         for item in prepared:
             outcomes[item.source.replay_id] = _finish(item, plan, client)
