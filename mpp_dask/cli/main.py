@@ -8,13 +8,16 @@ import sys
 from pathlib import Path
 
 import click
-import dask.config
 
 from mpp_dask import __version__, settings
-from mpp_dask.cluster import ClusterOptions, connect
+from mpp_dask.cli.config_command import config_command, warn_about_settings
+from mpp_dask.cli.run_on_cluster import (check_report_path, merge_storage_options,
+                                         run_on_cluster, storage_options)
+from mpp_dask.cluster import check_storage_reachable, options_from_settings
 from mpp_dask.errors import ConfigError, MppDaskError
 from mpp_dask import pipeline
 from mpp_dask.output.commit import validate_replay_id
+from mpp_dask.progress import bar_wanted
 from mpp_dask.reading.replays import resolve_replays
 from mpp_dask.reading.ranges import normalize_blocksize
 from mpp_dask.schema import ASPECTS
@@ -34,18 +37,6 @@ def _configure_logging(level: str) -> None:
     # Distributed logs every worker start and stop at INFO; keep that for DEBUG runs.
     if level.upper() != "DEBUG":
         logging.getLogger("distributed").setLevel(logging.WARNING)
-
-
-def _load_config_file(path: str | None) -> None:
-    if path is None:
-        return
-    import yaml
-
-    with open(path, encoding="utf-8") as stream:
-        loaded = yaml.safe_load(stream) or {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
-    dask.config.update(dask.config.config, loaded, priority="new")
 
 
 def _absolute(urlpath: str) -> str:
@@ -102,7 +93,12 @@ def cli() -> None:
               type=click.Path(exists=True, file_okay=False),
               help="Folder of .py files declaring extra stats (repeatable).")
 @click.option("--scheduler-address", type=str, default=None,
-              help="Address of an existing Dask scheduler, e.g. tcp://127.0.0.1:8786.")
+              help="Address of an existing Dask scheduler to run on, e.g. "
+                   "tcp://127.0.0.1:8786.  [default: cluster.scheduler-address setting, then "
+                   "dask's scheduler-address or DASK_SCHEDULER_ADDRESS, then a LocalCluster]")
+@click.option("--local", is_flag=True,
+              help="Start a new LocalCluster even when a scheduler address is set in the "
+                   "settings or in DASK_SCHEDULER_ADDRESS.")
 @click.option("--n-workers", type=click.IntRange(min=1), default=None,
               help="Workers of the local cluster.  [default: one per core]")
 @click.option("--threads-per-worker", type=click.IntRange(min=1), default=None,
@@ -110,18 +106,28 @@ def cli() -> None:
 @click.option("--memory-limit", type=str, default=None,
               help="Memory limit per worker of the local cluster, e.g. '4GiB'.  [default: auto]")
 @click.option("--dashboard-address", type=str, default=None,
-              help="Host:port of the dashboard of the local cluster.  [default: 127.0.0.1:8787]")
+              help="Host:port of the dashboard of the local cluster; port 0 picks a free "
+                   "port.  [default: 127.0.0.1:8787, or a free port when that one is busy]")
+@click.option("--storage-options", type=str, default=None,
+              help="JSON object of fsspec options for input and output URLs, e.g. "
+                   "'{\"anon\": true}'; its keys override the storage-options setting.")
+@click.option("--no-progress", is_flag=True,
+              help="Do not draw the progress bar (it is drawn only when stderr is a terminal).")
+@click.option("--performance-report", type=click.Path(dir_okay=False), default=None,
+              help="Save Dask's performance report of the computation to this HTML file.")
 @click.option("--config", "config_file", type=click.Path(exists=True, dir_okay=False),
-              default=None, help="YAML file of settings that override the defaults.")
+              default=None, help="YAML file of settings that override the defaults, dask's "
+                                 "config files and the environment.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                                case_sensitive=False),
               default="INFO", show_default=True, help="Logging level.")
 def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str, ...],
         streams: tuple[str, ...], blocksize: str | None, skip_on_error: bool | None,
         fail_fast: bool, force_reprocess: bool, dry_run: bool, plugin_dirs: tuple[str, ...],
-        scheduler_address: str | None, n_workers: int | None, threads_per_worker: int | None,
-        memory_limit: str | None, dashboard_address: str | None, config_file: str | None,
-        log_level: str) -> None:
+        scheduler_address: str | None, local: bool, n_workers: int | None,
+        threads_per_worker: int | None, memory_limit: str | None,
+        dashboard_address: str | None, storage_options: str | None, no_progress: bool,
+        performance_report: str | None, config_file: str | None, log_level: str) -> None:
     """Compute stats and streams of one or many replays and write them as Parquet.
 
     REPLAY_ID names the output of a single replay folder; without it each replay is
@@ -129,23 +135,28 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
     """
     _configure_logging(log_level)
     try:
-        _load_config_file(config_file)
+        settings.load_user_file(config_file)
+        settings.apply_command_line({
+            "mpp-dask.cluster.scheduler-address": scheduler_address,
+            "mpp-dask.cluster.n-workers": n_workers,
+            "mpp-dask.cluster.threads-per-worker": threads_per_worker,
+            "mpp-dask.cluster.memory-limit": memory_limit,
+            "mpp-dask.cluster.dashboard-address": dashboard_address,
+            "mpp-dask.storage-options": merge_storage_options(storage_options),
+        })
+        warn_about_settings()
         plan, sources, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
                                             blocksize, skip_on_error, plugin_dirs, fail_fast,
                                             force_reprocess)
         if dry_run:
             _print_dry_run(pipeline.describe_plan(sources, plan, registry))
             return
-        options = ClusterOptions(
-            scheduler_address=scheduler_address or settings.get("cluster.scheduler-address"),
-            n_workers=n_workers or settings.get("cluster.n-workers"),
-            threads_per_worker=threads_per_worker or settings.get("cluster.threads-per-worker"),
-            memory_limit=memory_limit or settings.get("cluster.memory-limit"),
-            dashboard_address=dashboard_address or settings.get("cluster.dashboard-address"),
-            dashboard_port_explicit=dashboard_address is not None,
-        )
-        with connect(options) as client:
-            outcomes = pipeline.run(sources, plan, registry, client)
+        options = options_from_settings(local=local,
+                                        quiet_worker_logs=log_level.upper() != "DEBUG")
+        check_storage_reachable([plan.output_dir, *(s.urlpath for s in sources)], options)
+        outcomes = run_on_cluster(sources, plan, registry, options,
+                                  show_progress=bar_wanted(no_progress),
+                                  report_path=check_report_path(performance_report))
     except MppDaskError as exc:
         _fail(exc)
     except KeyboardInterrupt:
@@ -215,7 +226,8 @@ def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_
     input_dir, output_dir = _absolute(input_dir), _absolute(output_dir)
     if replay_id is not None:
         validate_replay_id(replay_id)
-    sources = resolve_replays(input_dir, replay_id)
+    storage = storage_options()
+    sources = resolve_replays(input_dir, replay_id, storage)
     for source in sources:
         _check_output_outside_input(source.urlpath, output_dir)
 
@@ -227,6 +239,7 @@ def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_
     plan = pipeline.RunPlan(output_dir=output_dir, stats=list(stats), streams=list(streams),
                             blocksize=size, skip_on_error=skip_on_error,
                             compression=settings.get("output.compression"),
+                            storage_options=storage,
                             fail_fast=fail_fast, force_reprocess=force_reprocess)
     return plan, sources, registry
 
@@ -263,12 +276,20 @@ def list_aspects(fields: bool) -> None:
               show_default=True, help="Game length in minutes.")
 @click.option("--teams", type=click.IntRange(min=2), default=4, show_default=True,
               help="Players (teams), not counting the Gaia team.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def generate(out_dir: str, minutes: float, teams: int, seed: int) -> None:
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Random seed.")
+@click.option("--units-per-team", type=click.IntRange(min=1), default=None,
+              help="Units each team creates over the match; more units make a larger "
+                   "replay.  [default: 20 per game minute]")
+def generate(out_dir: str, minutes: float, teams: int, seed: int,
+             units_per_team: int | None) -> None:
     """Write a deterministic synthetic replay to OUT_DIR."""
     from mpp_dask.generate import generate_replay
 
-    rows = generate_replay(out_dir, minutes=minutes, teams=teams, seed=seed)
+    rows = generate_replay(out_dir, minutes=minutes, teams=teams, seed=seed,
+                           units_per_team=units_per_team)
     click.echo(f"wrote a {minutes:g}-minute replay with {teams} teams to {out_dir}: "
                f"{sum(rows.values())} rows")
 
+
+cli.add_command(config_command)
