@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 import fsspec
 import numpy as np
 import pandas as pd
 
 from mpp_dask.errors import RowProblem
-from mpp_dask.reading.columns import build_clean_frame
+from mpp_dask.reading.columns import MAX_PROBLEMS_PER_RANGE, build_clean_frame
 from mpp_dask.reading.rows import NeedMoreData, find_row_start, scan_rows
 from mpp_dask.schema import Aspect, get_aspect
 
@@ -24,30 +25,54 @@ class DecodedRange:
     """A range decoded from a proposed start, before it is confirmed.
 
     Row numbers in ``problems`` count from 0 at ``start``; the partition layer turns
-    them into file row numbers once the rows before the range are known.
+    them into file row numbers once the rows before the range are known. ``end`` is
+    None when bad bytes were skipped up to the range's stop. The next row start is
+    then the first candidate at or after ``next_search`` (see ``rows.RowScan``).
+    ``problems`` is capped at
+    MAX_PROBLEMS_PER_RANGE; ``problem_count`` counts all of them, and
+    ``frame_order_count`` the frame decreases among them. ``first_frame_offset`` and
+    ``first_frame_row`` locate the first good row, whose frame is ``first_frame``.
     """
 
     frame: pd.DataFrame
     start: int | None
     end: int | None
+    next_search: int | None = None
     objects: int = 0
     problems: list[RowProblem] = field(default_factory=list)
     dropped: Counter = field(default_factory=Counter)
     unknown_enum_codes: int = 0
     first_frame: int | None = None
     last_frame: int | None = None
+    problem_count: int = 0
+    frame_order_count: int = 0
+    first_frame_offset: int | None = None
+    first_frame_row: int | None = None
 
 
-def _frame_order_problems(frame: pd.DataFrame, offsets: np.ndarray,
-                          row_numbers: np.ndarray) -> list[RowProblem]:
-    frames = frame["frame"].to_numpy()
+@lru_cache(maxsize=None)
+def _meta(aspect_name: str) -> pd.DataFrame:
+    return get_aspect(aspect_name).meta()
+
+
+def empty_frame(aspect: Aspect) -> pd.DataFrame:
+    """Return a new frame with zero rows and the aspect's clean columns and dtypes."""
+    # Building the meta takes milliseconds for wide aspects, and small blocksizes
+    # give many empty ranges.
+    return _meta(aspect.name).copy()
+
+
+def _frame_order_problems(frames: np.ndarray, offsets: np.ndarray,
+                          row_numbers: np.ndarray) -> tuple[list[RowProblem], int]:
+    """Return the first MAX_PROBLEMS_PER_RANGE frame decreases, and how many there are."""
     drops = np.flatnonzero(frames[1:] < frames[:-1]) + 1
-    return [
+    problems = [
         RowProblem(offset=int(offsets[i]), row=int(row_numbers[i]), reason="frame decreases",
                    field="frame", expected=f"a frame of at least {int(frames[i - 1])}",
                    found=str(int(frames[i])))
-        for i in drops
+        for i in drops[:MAX_PROBLEMS_PER_RANGE]
     ]
+    return problems, len(drops)
 
 
 def decode_window(window: memoryview, window_start: int, start: int | None, stop: int,
@@ -60,7 +85,7 @@ def decode_window(window: memoryview, window_start: int, start: int | None, stop
     if start is None:
         start = find_row_start(window, window_start, stop, at_eof, aspect)
         if start is None:
-            return DecodedRange(frame=aspect.meta(), start=None, end=None)
+            return DecodedRange(frame=empty_frame(aspect), start=None, end=None)
 
     scan = scan_rows(window, window_start, start, stop, at_eof, aspect, skip_on_error)
     offsets = np.asarray(scan.offsets, dtype=np.int64)
@@ -72,37 +97,41 @@ def decode_window(window: memoryview, window_start: int, start: int | None, stop
 
     frame = columns.frame
     problems = scan.problems + columns.problems
+    problem_count = scan.problem_count + columns.problem_count
     dropped = scan.dropped
-    if columns.bad_rows is not None and skip_on_error:
-        keep = ~columns.bad_rows
-        dropped.update(_reason_per_row(columns.problems))
-        frame = frame[keep].reset_index(drop=True)
-        offsets = offsets[keep]
-        row_numbers = row_numbers[keep]
+    good = None if columns.bad_rows is None else ~columns.bad_rows
+    if good is not None and skip_on_error:
+        dropped.update(columns.drop_reasons)
+        frame = frame[good].reset_index(drop=True)
+        offsets = offsets[good]
+        row_numbers = row_numbers[good]
+        good = None
 
+    result = DecodedRange(frame=frame, start=start, end=scan.end,
+                          next_search=scan.next_search, objects=scan.objects, dropped=dropped, unknown_enum_codes=columns.unknown_enum_codes)
     if aspect.time_series and len(frame):
-        problems += _frame_order_problems(frame, offsets, row_numbers)
+        # Only good rows count for frame order: bad ones hold placeholder frames.
+        frames = frame["frame"].to_numpy()
+        if good is not None:
+            frames, offsets, row_numbers = frames[good], offsets[good], row_numbers[good]
+        order_problems, order_count = _frame_order_problems(frames, offsets, row_numbers)
+        problems += order_problems
+        problem_count += order_count
+        result.frame_order_count = order_count
+        if len(frames):
+            result.first_frame = int(frames[0])
+            result.last_frame = int(frames[-1])
+            result.first_frame_offset = int(offsets[0])
+            result.first_frame_row = int(row_numbers[0])
 
     problems.sort(key=lambda p: p.offset)
-    result = DecodedRange(frame=frame, start=start, end=scan.end, objects=scan.objects,
-                          problems=problems, dropped=dropped,
-                          unknown_enum_codes=columns.unknown_enum_codes)
-    if aspect.time_series and len(frame):
-        result.first_frame = int(frame["frame"].iat[0])
-        result.last_frame = int(frame["frame"].iat[-1])
+    result.problems = problems[:MAX_PROBLEMS_PER_RANGE]
+    result.problem_count = problem_count
     return result
 
 
 def _renumber(problem: RowProblem, row_numbers: np.ndarray) -> RowProblem:
     return replace(problem, row=int(row_numbers[problem.row]))
-
-
-def _reason_per_row(problems: list[RowProblem]) -> list[str]:
-    """Return one drop reason per bad row: the first problem found in that row."""
-    seen: dict[int, str] = {}
-    for problem in problems:
-        seen.setdefault(problem.offset, problem.reason)
-    return list(seen.values())
 
 
 def decode_range(urlpath: str, *, aspect_name: str, offset: int, stop: int, file_size: int,

@@ -26,10 +26,19 @@ MAX_KEPT_PROBLEMS = 1000
 
 @dataclass
 class FileTally:
-    """What the chain knows after a range: where the next row starts, and running totals."""
+    """What the chain knows after a range: where the next row starts, and running totals.
+
+    ``next_start`` is None after bad bytes were skipped up to the end of a range
+    without finding a row start. The next row start is then the first candidate row
+    start at or after ``next_search``, as a serial scan would find it; a range's
+    proposed start is that candidate when it lies at or after ``next_search``.
+    ``problems`` keeps at most MAX_KEPT_PROBLEMS problems; ``problem_count`` counts
+    every problem of the ranges confirmed so far.
+    """
 
     urlpath: str
-    next_start: int = 0
+    next_start: int | None = 0
+    next_search: int | None = None
     rows_before: int = 0
     rows_kept: int = 0
     last_frame: int | None = None
@@ -37,6 +46,7 @@ class FileTally:
     unknown_enum_codes: int = 0
     problems: list[RowProblem] = field(default_factory=list)
     redecoded_ranges: int = 0
+    problem_count: int = 0
 
 
 def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
@@ -71,11 +81,23 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
     tally = replace(previous, dropped=Counter(previous.dropped),
                     problems=list(previous.problems))
 
-    if previous.next_start >= stop:
+    if previous.next_start is None:
+        # Bad bytes were skipped past the previous range's end, so the next row starts
+        # at the first candidate at or after next_search.
+        if previous.next_search >= stop or decoded.start is None:
+            return decoded.frame.iloc[0:0], tally
+        if decoded.start < previous.next_search:
+            decoded = decode_range(urlpath, aspect_name=aspect_name,
+                                   offset=previous.next_search, stop=stop,
+                                   file_size=file_size, skip_on_error=skip_on_error,
+                                   storage_options=storage_options)
+            tally.redecoded_ranges += 1
+            if decoded.start is None:
+                return decoded.frame, tally
+    elif previous.next_start >= stop:
         # A row from an earlier range covers this whole range.
         return decoded.frame.iloc[0:0], tally
-
-    if decoded.start != previous.next_start:
+    elif decoded.start != previous.next_start:
         decoded = decode_range(urlpath, aspect_name=aspect_name, offset=offset, stop=stop,
                                file_size=file_size, start=previous.next_start,
                                skip_on_error=skip_on_error, storage_options=storage_options)
@@ -83,26 +105,34 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
 
     problems = [replace(p, row=None if p.row is None else p.row + previous.rows_before)
                 for p in decoded.problems]
+    problem_count = max(decoded.problem_count, len(problems))
     order_problems = [p for p in problems if p.reason == "frame decreases"]
+    order_count = max(decoded.frame_order_count, len(order_problems))
     if (previous.last_frame is not None and decoded.first_frame is not None
             and decoded.first_frame < previous.last_frame):
+        first_offset = decoded.first_frame_offset
+        first_row = decoded.first_frame_row
         order_problems.insert(0, RowProblem(
-            offset=decoded.start, row=previous.rows_before, reason="frame decreases",
+            offset=decoded.start if first_offset is None else first_offset,
+            row=previous.rows_before + (first_row or 0), reason="frame decreases",
             field="frame", expected=f"a frame of at least {previous.last_frame}",
             found=str(decoded.first_frame)))
+        order_count += 1
 
     if order_problems:
         # The stats rely on frame order, so this is never skipped.
-        raise FrameOrderError(urlpath, order_problems)
+        raise FrameOrderError(urlpath, order_problems, total=order_count)
     if problems and not skip_on_error:
-        raise DecodeError(urlpath, problems)
+        raise DecodeError(urlpath, problems, total=problem_count)
 
     tally.next_start = decoded.end
+    tally.next_search = decoded.next_search
     tally.rows_before += decoded.objects
     tally.rows_kept += len(decoded.frame)
     if decoded.last_frame is not None:
         tally.last_frame = decoded.last_frame
     tally.dropped.update(decoded.dropped)
     tally.unknown_enum_codes += decoded.unknown_enum_codes
-    tally.problems.extend(problems[:MAX_KEPT_PROBLEMS - len(tally.problems)])
+    tally.problems.extend(problems[:max(MAX_KEPT_PROBLEMS - len(tally.problems), 0)])
+    tally.problem_count += problem_count
     return decoded.frame, tally

@@ -2,7 +2,8 @@
 
 A byte range of an aspect file rarely starts on a row boundary. The row format has
 no delimiter, so a position is only a *candidate* row start when a valid array
-header for the aspect sits there and the rows decoded from it match the schema.
+header for the aspect sits there and the rows decoded from it look valid (see
+``_rows_look_valid``).
 A candidate can still be wrong (a string payload may hold bytes that look like a
 run of rows); the partition layer confirms each proposal against the previous
 range's natural end, which is exact by induction from offset 0.
@@ -18,7 +19,9 @@ from functools import lru_cache
 import msgpack
 
 from mpp_dask.errors import RowProblem
-from mpp_dask.reading.columns import INT64_MAX, INT64_MIN, type_name
+from mpp_dask.reading.columns import (
+    INT64_MAX, INT64_MIN, MAX_PROBLEMS_PER_RANGE, is_valid_utf8, type_name,
+)
 from mpp_dask.schema import ASPECTS, Aspect, RawType
 
 # Rows decoded past a candidate start before it is proposed. More rows mean fewer
@@ -29,15 +32,25 @@ CANDIDATE_ROWS = 8
 # header fail at once instead of waiting for gigabytes of payload.
 MAX_STR_BYTES = 1 << 20
 
+# What ``Unpacker.unpack`` raises on bytes that are not valid MessagePack within
+# the limits: ValueError and its subclasses (FormatError, StackError, limits), and
+# TypeError for a map key that cannot be hashed, such as an array.
+UNPACK_ERRORS = (ValueError, TypeError)
+
 
 class NeedMoreData(Exception):
     """The window ends inside a row that must be decoded, and the file goes on."""
 
 
 def make_unpacker(aspect: Aspect, buffer_size: int) -> msgpack.Unpacker:
-    """Return a streaming unpacker whose limits reject any header too large for a row."""
+    """Return a streaming unpacker whose limits reject any header too large for a row.
+
+    Invalid UTF-8 in a string does not stop the unpacker. The bad bytes become lone
+    surrogates (``surrogateescape``), and the column checks report them with the field.
+    """
     return msgpack.Unpacker(
         raw=False,
+        unicode_errors="surrogateescape",
         strict_map_key=False,
         max_buffer_size=max(buffer_size, 1),
         max_array_len=aspect.max_row_length,
@@ -89,10 +102,10 @@ def _value_conforms(value: object, raw_type: RawType, nullable: bool) -> bool:
     if raw_type is RawType.INT:
         if kind is int:
             return INT64_MIN <= value <= INT64_MAX
-        return kind is float and value.is_integer()
+        return kind is float and value.is_integer() and INT64_MIN <= value < 2.0**63
     if raw_type is RawType.BOOL:
         return kind is bool
-    return kind is str
+    return kind is str and is_valid_utf8(value)
 
 
 def row_conforms(row: object, aspect: Aspect) -> bool:
@@ -103,17 +116,56 @@ def row_conforms(row: object, aspect: Aspect) -> bool:
                for value, fld in zip(row, aspect.fields))
 
 
-def shape_problem(row: object, aspect: Aspect) -> str | None:
+def shape_problem(row: object, aspect: Aspect, offset: int, row_number: int) -> RowProblem | None:
     """Return why a decoded value cannot be a row of ``aspect``, or None if its shape fits."""
     if type(row) is not list:
-        return f"expected an array row, found {type_name(row)}"
+        return RowProblem(offset=offset, row=row_number, reason="row is not an array",
+                          expected="an array", found=type_name(row))
     if len(row) < aspect.min_row_length:
-        return (f"row has {len(row)} elements, expected at least {aspect.min_row_length} "
-                f"(every field up to {aspect.fields[aspect.min_row_length - 1].raw_name} "
-                "is required)")
+        last_required = aspect.fields[aspect.min_row_length - 1].raw_name
+        return RowProblem(offset=offset, row=row_number, reason="row too short",
+                          field=aspect.fields[len(row)].raw_name,
+                          expected=f"at least {aspect.min_row_length} elements "
+                                   f"(every field up to {last_required} is required)",
+                          found=f"{len(row)} elements")
     if len(row) > aspect.max_row_length:
-        return f"row has {len(row)} elements, expected at most {aspect.max_row_length}"
+        return RowProblem(offset=offset, row=row_number, reason="row too long",
+                          expected=f"at most {aspect.max_row_length} elements",
+                          found=f"{len(row)} elements")
     return None
+
+
+def describe_undecodable(data: memoryview, aspect: Aspect, error: Exception) -> tuple[str, str, str]:
+    """Return (reason, expected, found) for a row the unpacker rejected.
+
+    ``data`` starts at the rejected row. The unpacker's limits reject a header that
+    claims more elements than any row has before reading its payload, so such a
+    header is named by its claimed size.
+    """
+    header = bytes(data[:5])
+    first = header[0] if header else None
+    claimed = None
+    kind = "array"
+    if first is not None and 0x90 <= first <= 0x9F:
+        claimed = first & 0x0F
+    elif first is not None and 0x80 <= first <= 0x8F:
+        claimed, kind = first & 0x0F, "map"
+    elif first in (0xDC, 0xDE) and len(header) >= 3:
+        claimed = int.from_bytes(header[1:3], "big")
+        kind = "array" if first == 0xDC else "map"
+    elif first in (0xDD, 0xDF) and len(header) >= 5:
+        claimed = int.from_bytes(header[1:5], "big")
+        kind = "array" if first == 0xDD else "map"
+
+    if kind == "array" and claimed is not None and claimed > aspect.max_row_length:
+        return ("row too long", f"an array of at most {aspect.max_row_length} elements",
+                f"an array header claiming {claimed} elements")
+    if kind == "map" and claimed is not None:
+        return ("row is not an array", "an array", f"a map header claiming {claimed} entries")
+    if first == 0xC1:
+        return ("invalid MessagePack", "an array row", "byte 0xc1, which MessagePack never uses")
+    detail = str(error) or type(error).__name__
+    return "invalid MessagePack", "an array row", f"undecodable bytes ({detail})"
 
 
 @lru_cache(maxsize=None)
@@ -129,8 +181,19 @@ def header_pattern(aspect_name: str) -> re.Pattern[bytes]:
     return re.compile(b"|".join(alternatives))
 
 
+def _has_row_shape(value: object, aspect: Aspect) -> bool:
+    return type(value) is list and aspect.min_row_length <= len(value) <= aspect.max_row_length
+
+
 def _rows_look_valid(window: memoryview, position: int, at_eof: bool, aspect: Aspect) -> bool:
-    """Return whether up to CANDIDATE_ROWS valid rows start at ``position`` of the window.
+    """Return whether a run of rows that looks valid starts at ``position`` of the window.
+
+    The first row must match the schema. Each of the next rows, up to CANDIDATE_ROWS
+    rows in all, must at least be an array of a valid length, so that a row with a
+    bad value near the candidate does not hide the valid rows before it. Frames of
+    the rows that match the schema must not decrease. The run also looks valid when
+    it ends early, after the first row, at the end of the file or at bytes that are
+    not MessagePack, which are the scan's next problem.
 
     Raises
     ------
@@ -141,7 +204,7 @@ def _rows_look_valid(window: memoryview, position: int, at_eof: bool, aspect: As
     time_series = aspect.time_series
     previous_frame = None
 
-    for _ in range(CANDIDATE_ROWS):
+    for index in range(CANDIDATE_ROWS):
         if stream.tell() == len(window):
             if at_eof:
                 return True
@@ -149,18 +212,19 @@ def _rows_look_valid(window: memoryview, position: int, at_eof: bool, aspect: As
         try:
             row = stream.unpack()
         except msgpack.OutOfData:
-            if at_eof:
-                return False
-            raise NeedMoreData from None
-        except (ValueError, msgpack.FormatError, msgpack.StackError):
-            return False
+            if not at_eof:
+                raise NeedMoreData from None
+            return index > 0
+        except UNPACK_ERRORS:
+            return index > 0
 
-        if not row_conforms(row, aspect):
+        if row_conforms(row, aspect):
+            if time_series:
+                if previous_frame is not None and row[0] < previous_frame:
+                    return False
+                previous_frame = row[0]
+        elif index == 0 or not _has_row_shape(row, aspect):
             return False
-        if time_series:
-            if previous_frame is not None and row[0] < previous_frame:
-                return False
-            previous_frame = row[0]
     return True
 
 
@@ -171,7 +235,7 @@ def find_row_start(window: memoryview, window_start: int, stop: int, at_eof: boo
     Returns
     -------
     int or None
-        The absolute offset of the first candidate whose rows match the schema, or
+        The absolute offset of the first candidate whose rows look valid, or
         None when no candidate starts before ``stop``.
 
     Raises
@@ -192,15 +256,31 @@ def find_row_start(window: memoryview, window_start: int, stop: int, at_eof: boo
 
 @dataclass
 class RowScan:
-    """Structurally valid rows of one range, with where each starts."""
+    """Structurally valid rows of one range, with where each starts.
+
+    ``end`` is the natural end of the range: the first row start at or after its
+    stop. It is None when the scan skipped bad bytes and found no row start before
+    the stop. The next row start is then the first candidate at or after
+    ``next_search``, which a later range proposes. ``problems`` contains at most
+    MAX_PROBLEMS_PER_RANGE reports, and ``problem_count`` counts all of them.
+    """
 
     rows: list = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     row_numbers: list[int] = field(default_factory=list)
-    end: int = 0
+    end: int | None = 0
+    next_search: int | None = None
     objects: int = 0
     problems: list[RowProblem] = field(default_factory=list)
+    problem_count: int = 0
     dropped: Counter = field(default_factory=Counter)
+
+    def add_problem(self, problem: RowProblem) -> None:
+        """Record a problem that makes its row be dropped."""
+        self.problem_count += 1
+        self.dropped[problem.reason] += 1
+        if len(self.problems) < MAX_PROBLEMS_PER_RANGE:
+            self.problems.append(problem)
 
 
 def scan_rows(window: memoryview, window_start: int, start: int, stop: int, at_eof: bool,
@@ -222,16 +302,18 @@ def scan_rows(window: memoryview, window_start: int, start: int, stop: int, at_e
     aspect : Aspect
         The schema of the rows.
     skip_on_error : bool
-        Drop rows that are not arrays of a valid length and re-synchronise after bytes
-        that are not MessagePack, instead of stopping at the first such problem.
+        Re-synchronise after bytes that are not rows, at the next candidate row
+        start, instead of stopping there.
 
     Returns
     -------
     RowScan
         Rows of valid shape, their offsets and row numbers (counted from 0 at
-        ``start``), the natural end (the first row start at or after ``stop``) and the
-        problems found. Without ``skip_on_error`` the scan stops at the first bytes
-        that are not MessagePack.
+        ``start``), the natural end and the problems found. Every decoded value
+        counts as a row. An array of the wrong length is a problem, and the scan goes
+        on after it. Bytes that are not MessagePack and values that are not arrays
+        are problems too, after which the scan stops, or with ``skip_on_error``
+        goes on at the next candidate row start.
 
     Raises
     ------
@@ -254,45 +336,60 @@ def scan_rows(window: memoryview, window_start: int, start: int, stop: int, at_e
         except msgpack.OutOfData:
             if not at_eof:
                 raise NeedMoreData from None
-            scan.problems.append(RowProblem(
+            scan.add_problem(RowProblem(
                 offset=position, row=scan.objects, reason="truncated row",
                 expected="a complete MessagePack array",
                 found=f"end of file after {window_end - position} bytes"))
-            scan.dropped["truncated row"] += 1
             position = window_end
             break
-        except (ValueError, msgpack.FormatError, msgpack.StackError) as exc:
-            scan.problems.append(RowProblem(
-                offset=position, row=scan.objects, reason="invalid MessagePack",
-                expected="an array row", found=str(exc) or type(exc).__name__))
-            scan.dropped["invalid MessagePack"] += 1
-            if not skip_on_error:
-                position = window_end
-                break
-            position = _resynchronise(window, window_start, position + 1, at_eof, aspect)
-            stream = RowStream(window, window_start, position, aspect)
-            continue
-
-        next_position = stream.tell()
-        problem = shape_problem(row, aspect)
-        if problem is None:
-            scan.rows.append(row)
-            scan.offsets.append(position)
-            scan.row_numbers.append(scan.objects)
+        except UNPACK_ERRORS as exc:
+            reason, expected, found = describe_undecodable(
+                window[position - window_start:], aspect, exc)
+            scan.add_problem(RowProblem(offset=position, row=scan.objects, reason=reason,
+                                        expected=expected, found=found))
+            resume_from = position + 1
         else:
-            scan.problems.append(RowProblem(offset=position, row=scan.objects, reason=problem))
-            scan.dropped["invalid row shape"] += 1
-        scan.objects += 1
-        position = next_position
+            next_position = stream.tell()
+            problem = shape_problem(row, aspect, position, scan.objects)
+            scan.objects += 1
+            if problem is None:
+                scan.rows.append(row)
+                scan.offsets.append(position)
+                scan.row_numbers.append(scan.objects - 1)
+                position = next_position
+                continue
+            scan.add_problem(problem)
+            if type(row) is list:
+                # An array of the wrong length still ends where the next row starts.
+                position = next_position
+                continue
+            # Any other value means that these bytes are not rows, as when zeros
+            # decode as integers. So the scan looks for the next row start.
+            resume_from = next_position
+
+        if not skip_on_error:
+            position = window_end
+            break
+        resumed = _resynchronise(window, window_start, resume_from, stop, at_eof, aspect)
+        if resumed is None:
+            scan.end = None
+            scan.next_search = resume_from
+            return scan
+        position = resumed
+        stream = RowStream(window, window_start, position, aspect)
 
     scan.end = position
     return scan
 
 
-def _resynchronise(window: memoryview, window_start: int, position: int, at_eof: bool,
-                   aspect: Aspect) -> int:
-    """Return the next candidate row start at or after ``position``, or the window end."""
-    window_end = window_start + len(window)
-    start = find_row_start(window[position - window_start:], position, window_end, at_eof,
-                           aspect)
-    return window_end if start is None else start
+def _resynchronise(window: memoryview, window_start: int, position: int, stop: int,
+                   at_eof: bool, aspect: Aspect) -> int | None:
+    """Return the first candidate row start in ``[position, stop)``, or None.
+
+    The search ends at ``stop`` so that the result does not depend on how far the
+    window reaches. Past ``stop``, the next range proposes the same candidate that a
+    longer search would find.
+    """
+    if position >= stop:
+        return None
+    return find_row_start(window[position - window_start:], position, stop, at_eof, aspect)
