@@ -31,6 +31,11 @@ from mpp_dask.stats.registry import Stat
 
 DAMAGE_DIVISOR = ASPECTS["damage_log"].field("damage").divisor
 
+# Parquet stores this as list<int64>. An object column of lists is no alternative,
+# because dask's to_parquet cannot infer a Parquet type for it.
+# NOTE: with pandas 3.1 and pyarrow 26, pd.read_parquet and Table.to_pandas fail on
+# this column unless called with dtype_backend="pyarrow" (or types_mapper=pd.ArrowDtype),
+# because pandas cannot rebuild a list dtype from the stored pandas metadata.
 PLAYERS_DTYPE = pd.ArrowDtype(pa.list_(pa.int64()))
 
 _INT64 = np.dtype("int64")
