@@ -43,7 +43,7 @@ def iterate_unpacker(data: bytes) -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", nargs="?", type=Path, default=DEFAULT_REPLAY,
-                        help="replay folder holding <aspect>.mpk files (default: %(default)s)")
+                        help="replay folder containing <aspect>.mpk files (default: %(default)s)")
     parser.add_argument("--repeat", type=int, default=7,
                         help="runs per method and file; the best counts (default: %(default)s)")
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",

@@ -30,6 +30,11 @@ from mpp_dask.schema import ASPECTS, ENUMS, Aspect, RawType, get_aspect
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
+# numba is an optional dependency. Without it the reference path decodes every
+# window, and there is no compiled loop to test.
+pytestmark = pytest.mark.skipif(fast.compiled_scan_window() is None,
+                                reason="numba is not installed")
+
 NUMERIC_ASPECTS = sorted(name for name, aspect in ASPECTS.items()
                          if all(f.raw_type is not RawType.STR for f in aspect.fields))
 
