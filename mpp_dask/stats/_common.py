@@ -105,8 +105,8 @@ def reduce_groups(keys: Mapping[str, np.ndarray],
     Returns
     -------
     pandas.DataFrame
-        The key columns, then one column per reduction; one row per group, sorted
-        by the keys.
+        The key columns, then one column per reduction, with one row per group
+        sorted by the keys.
 
     Notes
     -----
@@ -173,10 +173,10 @@ def merge_edge_groups(partials: dd.DataFrame, keys: Sequence[str],
 
     Notes
     -----
-    Only the edge rows go through a groupby. There are at most two time values per
-    partition among them, so that groupby keeps one output partition and no shuffle
-    is needed. With very small partitions most rows are edge rows, which is slower
-    but still correct.
+    Only the edge rows go through a groupby. They have at most two time values per
+    partition, so that groupby keeps one output partition and needs no shuffle.
+    NOTE: with very small partitions (a few KiB) most rows are edge rows, and that
+    one partition then contains most of the groups.
     """
     columns = [*keys, *aggregations]
     complete = partials[~partials[AT_PARTITION_EDGE]][columns]
