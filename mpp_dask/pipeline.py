@@ -18,6 +18,8 @@ from typing import Any
 
 import dask
 import dask.dataframe as dd
+import pandas as pd
+import pyarrow as pa
 from distributed import Client
 
 import mpp_dask
@@ -167,14 +169,30 @@ class _PreparedReplay:
 
     def collections(self, plan: RunPlan) -> list:
         """Return the Parquet writes and the decode tallies, to compute together."""
-        writes = [
-            frame.to_parquet(self.staging.table_urlpath(name), write_index=False,
-                             compute=False, compression=plan.compression,
-                             storage_options=plan.storage_options,
-                             write_metadata_file=False, name_function=part_file_name)
-            for name, frame in self.tables.items()
-        ]
+        writes = []
+        for name, frame in self.tables.items():
+            frame, schema = parquet_ready(frame)
+            writes.append(frame.to_parquet(
+                self.staging.table_urlpath(name), write_index=False, compute=False,
+                compression=plan.compression, storage_options=plan.storage_options,
+                write_metadata_file=False, name_function=part_file_name, schema=schema))
         return [*writes, *(aspect_frame.tally for aspect_frame in self.aspect_frames.values())]
+
+
+def parquet_ready(frame: dd.DataFrame) -> tuple[dd.DataFrame, pa.Schema | str]:
+    """Return the frame to write and the Parquet schema to write it with.
+
+    List columns held as ``pd.ArrowDtype`` are written as object columns under an
+    explicit ``list<...>`` schema: the pandas metadata of an ArrowDtype list column
+    names a dtype that ``pandas.read_parquet`` (pandas 3.1) fails to parse, while
+    an object column reads back as arrays.
+    """
+    list_columns = [name for name, dtype in frame.dtypes.items()
+                    if isinstance(dtype, pd.ArrowDtype) and pa.types.is_list(dtype.pyarrow_dtype)]
+    if not list_columns:
+        return frame, "infer"
+    schema = pa.Schema.from_pandas(frame._meta, preserve_index=False)
+    return frame.astype({name: object for name in list_columns}), schema
 
 
 def part_file_name(index: int) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from distributed import Client, LocalCluster
@@ -255,3 +256,24 @@ def test_each_aspect_decoded_once(example_replay, tmp_path, client, registry):
         for path in example_replay.glob("*.mpk")
     }
     assert decoded == expected
+
+
+def test_list_column_reads_back_with_pandas(tmp_path, client, registry):
+    def hit(frame, attacker_team, x):
+        return [frame, 0, attacker_team, 5, 7, None if attacker_team is None else 9, 3, 1, 1,
+                100, False, x, 0, 0]
+
+    replay = tmp_path / "in" / "r"
+    write_aspect(replay, "damage_log", [hit(10, 2, 0), hit(20, 1, 0), hit(30, 2, 10),
+                                        hit(1000, 1, 0)])
+    output = tmp_path / "out"
+    plan = pipeline.RunPlan(output_dir=str(output), stats=["combat_engagement_summary"])
+    [outcome] = pipeline.run([ReplaySource("r", str(replay))], plan, registry, client)
+    assert outcome.status == "done"
+
+    table = pd.read_parquet(output / "combat_engagement_summary")
+    assert [list(players) for players in table["involved_players"]] == [[1, 2], [1]]
+    arrow = ds.dataset(output / "combat_engagement_summary", partitioning="hive").schema
+    players_type = arrow.field("involved_players").type
+    assert pa.types.is_list(players_type)
+    assert players_type.value_type == pa.int64()
