@@ -18,6 +18,7 @@ from typing import Any
 
 import dask
 import dask.dataframe as dd
+from dask.utils import parse_bytes
 import pandas as pd
 import pyarrow as pa
 from distributed import Client
@@ -33,6 +34,7 @@ from mpp_dask.reading.partitions import FileTally
 from mpp_dask.reading.ranges import plan_ranges
 from mpp_dask.reading.replays import ReplaySource
 from mpp_dask.schema import ASPECTS, SCHEMA_VERSION
+from mpp_dask import settings
 from mpp_dask.settings import stat_params
 from mpp_dask.stats.registry import Registry, Stat
 
@@ -165,6 +167,7 @@ class _PreparedReplay:
     staging: Staging
     fingerprint: dict
     started: float
+    dask_settings: dict
     futures: list = field(default_factory=list)
 
     def collections(self, plan: RunPlan) -> list:
@@ -251,14 +254,16 @@ def run(sources: list[ReplaySource], plan: RunPlan, registry: Registry,
                 continue
             if item is None:
                 outcomes[source.replay_id] = ReplayOutcome(source.replay_id, "skipped")
-            else:
-                prepared.append(item)
+                continue
+            prepared.append(item)
+            if client is not None:
+                # Submitting each replay as soon as it is built lets the workers start
+                # while the client builds the graphs of the next replays.
+                with dask.config.set(item.dask_settings):
+                    item.futures = client.compute(item.collections(plan))
 
-        if client is not None:
-            for item in prepared:
-                item.futures = client.compute(item.collections(plan))
-            if on_submit is not None:
-                on_submit([future for item in prepared for future in item.futures])
+        if client is not None and on_submit is not None:
+            on_submit([future for item in prepared for future in item.futures])
 
         for item in prepared:
             outcomes[item.source.replay_id] = _finish(item, plan, client)
@@ -281,7 +286,9 @@ def _prepare(source: ReplaySource, plan: RunPlan, registry: Registry,
         raise ConfigError(f"replay {source.replay_id}: no aspect files (<aspect>.mpk of a "
                           f"known aspect) in {source.urlpath}")
 
-    tables, aspect_frames, skipped = build_tables(plan, registry, replay)
+    dask_settings = {"dataframe.shuffle.method": _shuffle_method(replay)}
+    with dask.config.set(dask_settings):
+        tables, aspect_frames, skipped = build_tables(plan, registry, replay)
     fingerprint = _fingerprint(plan, replay, tables)
     if not plan.force_reprocess and _is_complete(plan, source.replay_id, fingerprint):
         logger.info("replay %s: already complete for these inputs and settings; skipped "
@@ -293,7 +300,22 @@ def _prepare(source: ReplaySource, plan: RunPlan, registry: Registry,
                 sum(f.frame.npartitions for f in aspect_frames.values()))
     staging = Staging.create(plan.output_dir, source.replay_id, plan.storage_options)
     return _PreparedReplay(source, replay, tables, aspect_frames, skipped, staging,
-                           fingerprint, started)
+                           fingerprint, started, dask_settings)
+
+
+def _shuffle_method(replay: ReplayFiles) -> str:
+    """Return the shuffle method for the stats of a replay.
+
+    Dask's peer-to-peer shuffle keeps memory bounded on large data but costs a
+    fixed set-up per shuffle that dominates small replays; the task-based shuffle
+    is faster below the ``compute.p2p-shuffle-min-bytes`` setting.
+    """
+    method = settings.get("compute.shuffle-method", default="auto")
+    if method != "auto":
+        return method
+    threshold = parse_bytes(settings.get("compute.p2p-shuffle-min-bytes", default="256 MiB"))
+    total = sum(file.size for file in replay.aspects.values())
+    return "p2p" if total >= threshold else "tasks"
 
 
 def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> ReplayOutcome:
@@ -304,7 +326,7 @@ def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> Repl
             if client is not None:
                 results = client.gather(item.futures)
             else:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), dask.config.set(item.dask_settings):
                     warnings.filterwarnings("ignore", message=".*Computing mixed collections.*")
                     results = dask.compute(*item.collections(plan))
         except MppDaskError:
