@@ -11,6 +11,7 @@ Where a run computes is decided by the first of these that is set:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import signal
@@ -22,6 +23,9 @@ from dataclasses import dataclass
 import dask.config
 from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, LocalCluster
+from distributed.comm import connect as connect_comm
+from distributed.security import Security
+from distributed.utils import format_dashboard_link
 
 from mpp_dask import preflight, settings
 from mpp_dask.errors import ClusterError, ConfigError
@@ -211,26 +215,46 @@ def resolve_dashboard_address(address: str | None, explicit: bool) -> str | None
     return f"{host}:0"
 
 
-def dashboard_link(client: Client) -> str | None:
+def dashboard_link(client: Client, options: ClusterOptions) -> str | None:
     """Return the URL of the scheduler's dashboard, or None when it serves none."""
-    try:
-        return client.dashboard_link
-    except KeyError:  # the scheduler runs without the dashboard service
+    if options.is_remote:
+        try:
+            return client.dashboard_link
+        except KeyError:  # the scheduler runs without the dashboard service
+            return None
+    if not options.dashboard_address:
         return None
+    # distributed builds the link from the scheduler's host, which for thread workers
+    # is the machine's address rather than the host the dashboard listens on.
+    port = client.scheduler_info(n_workers=0)["services"].get("dashboard")
+    host = str(options.dashboard_address).rpartition(":")[0] or "127.0.0.1"
+    return format_dashboard_link(host, port) if port else None
+
+
+async def _handshake(address: str, timeout: float) -> None:
+    # distributed 2026.8 bounds the TCP connect by its timeout but then waits for the
+    # scheduler's handshake without one, so a peer that accepts and stays silent
+    # would hang Client() forever.
+    comm = await asyncio.wait_for(
+        connect_comm(address, timeout=timeout, **Security().get_connection_args("client")),
+        timeout)
+    await comm.close()
 
 
 def _connect_remote(options: ClusterOptions) -> Client:
     address = options.scheduler_address
     logger.info("connecting to the Dask scheduler at %s (%s)", address, options.address_source)
     try:
+        asyncio.run(_handshake(address, options.connect_timeout))
         return Client(address, timeout=options.connect_timeout)
     except ValueError as exc:
         raise ClusterError(f"invalid scheduler address {address!r} "
                            f"({options.address_source}): {exc}") from exc
     except (OSError, TimeoutError) as exc:
+        detail = str(exc) or "no answer"
         raise ClusterError(
             f"cannot reach the Dask scheduler at {address} ({options.address_source}) within "
-            f"{options.connect_timeout:g} s: {exc}. Check that the scheduler runs and the "
+            f"{options.connect_timeout:g} s ({detail}). Check that the scheduler runs and the "
             "address is right, or run with --local to start a local cluster") from exc
 
 
@@ -272,6 +296,14 @@ class _DeferredInterrupt:
 def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
     dashboard = resolve_dashboard_address(options.dashboard_address,
                                           options.dashboard_port_explicit)
+    # Worker processes talk over TCP on the loopback interface. Thread workers use
+    # distributed's in-process transport, whose addresses take no host.
+    cluster_kwargs: dict = {"host": "127.0.0.1"} if options.processes else {}
+    if dashboard is None:
+        # Without a dashboard the scheduler still serves health and metrics pages,
+        # by default on port 8787 of the scheduler's host. A free loopback port keeps
+        # them off other interfaces and out of the way of other clusters.
+        cluster_kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     deferred = _DeferredInterrupt()
     try:
         with deferred:
@@ -280,12 +312,15 @@ def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
                 threads_per_worker=options.threads_per_worker,
                 memory_limit=options.memory_limit,
                 dashboard_address=dashboard,
-                host="127.0.0.1",
                 processes=options.processes,
+                **cluster_kwargs,
             )
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:
-        cause = f"{exc}: {exc.__cause__}" if exc.__cause__ else str(exc)
-        raise ClusterError(f"the local Dask cluster failed to start: {cause}") from exc
+        root = exc
+        while root.__cause__ is not None:
+            root = root.__cause__
+        detail = f" ({type(root).__name__}: {root})" if root is not exc else ""
+        raise ClusterError(f"the local Dask cluster failed to start: {exc}{detail}") from exc
     try:
         if deferred.interrupted:
             raise KeyboardInterrupt
@@ -331,10 +366,11 @@ def connect(options: ClusterOptions) -> Iterator[Client]:
         workers = len(client.scheduler_info(n_workers=-1)["workers"])
         if cluster is None:
             logger.info("connected to the Dask scheduler at %s with %d workers; dashboard: %s",
-                        options.scheduler_address, workers, dashboard_link(client) or "off")
+                        options.scheduler_address, workers,
+                        dashboard_link(client, options) or "off")
         else:
             logger.info("started a local cluster with %d workers; dashboard: %s", workers,
-                        dashboard_link(client) or "off")
+                        dashboard_link(client, options) or "off")
         yield client
     finally:
         client.close()

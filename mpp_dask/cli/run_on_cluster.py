@@ -122,7 +122,7 @@ def run_on_cluster(sources: list[ReplaySource], plan: pipeline.RunPlan, registry
         logger.info("stage cluster: %s with %d workers ready in %.1f s",
                     "remote scheduler" if options.is_remote else "local cluster",
                     _worker_count(client), time.perf_counter() - started)
-        link = dashboard_link(client)
+        link = dashboard_link(client, options)
         if link:
             click.echo(f"Dask dashboard: {link}", err=True)
 
