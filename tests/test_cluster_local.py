@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
+import signal
 import socket
 import subprocess
 
@@ -74,18 +77,37 @@ def test_free_dashboard_port_kept():
         resolve_dashboard_address("127.0.0.1:http", explicit=True)
 
 
+def _worker_state() -> tuple[int, int, object]:
+    return (os.getpid(), logging.getLogger("distributed.shuffle").level,
+            signal.getsignal(signal.SIGINT))
+
+
 def test_local_cluster_options_applied():
     options = ClusterOptions(n_workers=2, threads_per_worker=2, memory_limit="1GiB",
                              dashboard_address=None)
 
     with connect(options) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
-        pids = set(client.run(lambda: __import__("os").getpid()).values())
+        states = list(client.run(_worker_state).values())
 
     assert len(workers) == 2
     assert [worker["nthreads"] for worker in workers] == [2, 2]
     assert [worker["memory_limit"] for worker in workers] == [2**30, 2**30]
-    assert len(pids) == 2, "workers of a process cluster run in separate processes"
+    assert len({pid for pid, _, _ in states}) == 2, "workers run in separate processes"
+    for _, shuffle_level, sigint_handler in states:
+        assert shuffle_level == logging.ERROR
+        # Ctrl-C in a terminal reaches the workers too; only the run process handles it.
+        assert sigint_handler == signal.SIG_IGN
+
+
+def test_debug_keeps_worker_log_levels():
+    options = ClusterOptions(n_workers=1, dashboard_address=None, quiet_worker_logs=False)
+
+    with connect(options) as client:
+        [(_, shuffle_level, sigint_handler)] = client.run(_worker_state).values()
+
+    assert shuffle_level == logging.NOTSET
+    assert sigint_handler == signal.SIG_IGN
 
 
 def test_command_line_options_win(restore_settings):
