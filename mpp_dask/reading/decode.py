@@ -15,6 +15,9 @@ from mpp_dask.reading.columns import MAX_PROBLEMS_PER_RANGE, build_clean_frame
 from mpp_dask.reading.rows import NeedMoreData, find_row_start, scan_rows
 from mpp_dask.schema import Aspect, get_aspect
 
+# The reason of a problem where a row's frame is smaller than the frame before it.
+FRAME_DECREASES = "frame decreases"
+
 # Bytes read past the end of a range to finish its last row; doubled (and the range
 # decoded again) in the rare case that is not enough.
 INITIAL_OVERRUN = 64 * 1024
@@ -67,7 +70,7 @@ def _frame_order_problems(frames: np.ndarray, offsets: np.ndarray,
     """Return the first MAX_PROBLEMS_PER_RANGE frame decreases, and how many there are."""
     drops = np.flatnonzero(frames[1:] < frames[:-1]) + 1
     problems = [
-        RowProblem(offset=int(offsets[i]), row=int(row_numbers[i]), reason="frame decreases",
+        RowProblem(offset=int(offsets[i]), row=int(row_numbers[i]), reason=FRAME_DECREASES,
                    field="frame", expected=f"a frame of at least {int(frames[i - 1])}",
                    found=str(int(frames[i])))
         for i in drops[:MAX_PROBLEMS_PER_RANGE]
@@ -108,26 +111,38 @@ def decode_window(window: memoryview, window_start: int, start: int | None, stop
         good = None
 
     result = DecodedRange(frame=frame, start=start, end=scan.end,
-                          next_search=scan.next_search, objects=scan.objects, dropped=dropped, unknown_enum_codes=columns.unknown_enum_codes)
+                          next_search=scan.next_search, objects=scan.objects,
+                          dropped=dropped, unknown_enum_codes=columns.unknown_enum_codes)
+    order_problems = []
     if aspect.time_series and len(frame):
-        # Only good rows count for frame order: bad ones hold placeholder frames.
+        # Only good rows count for frame order, because bad ones contain placeholders.
         frames = frame["frame"].to_numpy()
         if good is not None:
             frames, offsets, row_numbers = frames[good], offsets[good], row_numbers[good]
-        order_problems, order_count = _frame_order_problems(frames, offsets, row_numbers)
-        problems += order_problems
-        problem_count += order_count
-        result.frame_order_count = order_count
-        if len(frames):
-            result.first_frame = int(frames[0])
-            result.last_frame = int(frames[-1])
-            result.first_frame_offset = int(offsets[0])
-            result.first_frame_row = int(row_numbers[0])
+        order_problems = _note_frame_order(result, frames, offsets, row_numbers)
 
+    problems += order_problems
     problems.sort(key=lambda p: p.offset)
     result.problems = problems[:MAX_PROBLEMS_PER_RANGE]
-    result.problem_count = problem_count
+    if order_problems and all(p.reason != FRAME_DECREASES for p in result.problems):
+        # Frame decreases past the cap are kept, because they fail even a decode that
+        # skips bad rows.
+        result.problems += order_problems
+    result.problem_count = problem_count + result.frame_order_count
     return result
+
+
+def _note_frame_order(result: DecodedRange, frames: np.ndarray, offsets: np.ndarray,
+                      row_numbers: np.ndarray) -> list[RowProblem]:
+    """Store the first and last frame of the good rows in ``result``; return frame decreases."""
+    order_problems, result.frame_order_count = _frame_order_problems(frames, offsets,
+                                                                     row_numbers)
+    if len(frames):
+        result.first_frame = int(frames[0])
+        result.last_frame = int(frames[-1])
+        result.first_frame_offset = int(offsets[0])
+        result.first_frame_row = int(row_numbers[0])
+    return order_problems
 
 
 def _renumber(problem: RowProblem, row_numbers: np.ndarray) -> RowProblem:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import pandas as pd
 
 from mpp_dask.errors import DecodeError, FrameOrderError, RowProblem
-from mpp_dask.reading.decode import DecodedRange, decode_range
+from mpp_dask.reading.decode import FRAME_DECREASES, DecodedRange, decode_range
 
 # Problems kept per file for the errors table when bad rows are skipped.
 MAX_KEPT_PROBLEMS = 1000
@@ -106,24 +106,30 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
     problems = [replace(p, row=None if p.row is None else p.row + previous.rows_before)
                 for p in decoded.problems]
     problem_count = max(decoded.problem_count, len(problems))
-    order_problems = [p for p in problems if p.reason == "frame decreases"]
-    order_count = max(decoded.frame_order_count, len(order_problems))
+    order_count = decoded.frame_order_count
     if (previous.last_frame is not None and decoded.first_frame is not None
             and decoded.first_frame < previous.last_frame):
         first_offset = decoded.first_frame_offset
         first_row = decoded.first_frame_row
-        order_problems.insert(0, RowProblem(
+        problems.append(RowProblem(
             offset=decoded.start if first_offset is None else first_offset,
-            row=previous.rows_before + (first_row or 0), reason="frame decreases",
+            row=previous.rows_before + (first_row or 0), reason=FRAME_DECREASES,
             field="frame", expected=f"a frame of at least {previous.last_frame}",
             found=str(decoded.first_frame)))
+        problems.sort(key=lambda p: p.offset)
+        problem_count += 1
         order_count += 1
 
+    if problems and not skip_on_error:
+        # The first problem in file order decides the error type, so that the error
+        # does not depend on the blocksize.
+        error_type = FrameOrderError if problems[0].reason == FRAME_DECREASES else DecodeError
+        raise error_type(urlpath, problems, total=problem_count)
+    order_problems = [p for p in problems if p.reason == FRAME_DECREASES]
     if order_problems:
         # The stats rely on frame order, so this is never skipped.
-        raise FrameOrderError(urlpath, order_problems, total=order_count)
-    if problems and not skip_on_error:
-        raise DecodeError(urlpath, problems, total=problem_count)
+        raise FrameOrderError(urlpath, order_problems, total=max(order_count,
+                                                                 len(order_problems)))
 
     tally.next_start = decoded.end
     tally.next_search = decoded.next_search

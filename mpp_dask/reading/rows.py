@@ -42,6 +42,25 @@ class NeedMoreData(Exception):
     """The window ends inside a row that must be decoded, and the file goes on."""
 
 
+class RowTooLarge(ValueError):
+    """A value runs past the maximum number of bytes that a valid row can take."""
+
+    def __init__(self, max_bytes: int):
+        super().__init__(f"no row ends within {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+@lru_cache(maxsize=None)
+def max_row_bytes(aspect_name: str) -> int:
+    """Return the maximum number of bytes a valid row of the aspect can take.
+
+    An int field takes at most 9 bytes (int64, uint64 or float64), a bool 1 and a
+    string 5 plus MAX_STR_BYTES, and the array header at most 5.
+    """
+    sizes = {RawType.INT: 9, RawType.BOOL: 1, RawType.STR: 5 + MAX_STR_BYTES}
+    return 5 + sum(sizes[fld.raw_type] for fld in ASPECTS[aspect_name].fields)
+
+
 def make_unpacker(aspect: Aspect, buffer_size: int) -> msgpack.Unpacker:
     """Return a streaming unpacker whose limits reject any header too large for a row.
 
@@ -76,17 +95,32 @@ class RowStream:
         self._fed_to = position - window_start
         self._chunk_size = chunk_size
         self._unpacker = make_unpacker(aspect, len(window))
+        self._max_row_bytes = max_row_bytes(aspect.name)
 
     def tell(self) -> int:
         """Return the file offset after the last unpacked value."""
         return self._base + self._unpacker.tell()
 
     def unpack(self) -> object:
-        """Return the next value; raise ``msgpack.OutOfData`` at the end of the window."""
+        """Return the next value.
+
+        Raises
+        ------
+        msgpack.OutOfData
+            At the end of the window.
+        RowTooLarge
+            When the value does not end within ``max_row_bytes`` bytes. The unpacker
+            checks string and binary lengths only once the whole payload is
+            buffered, so without this limit a corrupt length header would make the
+            caller read ever larger windows, up to the rest of the file.
+        """
+        value_start = self.tell() - self._window_start
         while True:
             try:
                 return self._unpacker.unpack()
             except msgpack.OutOfData:
+                if self._fed_to - value_start >= self._max_row_bytes:
+                    raise RowTooLarge(self._max_row_bytes) from None
                 if self._fed_to >= len(self._window):
                     raise
                 end = min(len(self._window), self._fed_to + self._chunk_size)
@@ -142,6 +176,9 @@ def describe_undecodable(data: memoryview, aspect: Aspect, error: Exception) -> 
     claims more elements than any row has before reading its payload, so such a
     header is named by its claimed size.
     """
+    if isinstance(error, RowTooLarge):
+        return ("row too large", f"a row of at most {error.max_bytes} bytes",
+                f"no row end within {error.max_bytes} bytes")
     header = bytes(data[:5])
     first = header[0] if header else None
     claimed = None
@@ -161,7 +198,9 @@ def describe_undecodable(data: memoryview, aspect: Aspect, error: Exception) -> 
         return ("row too long", f"an array of at most {aspect.max_row_length} elements",
                 f"an array header claiming {claimed} elements")
     if kind == "map" and claimed is not None:
-        return ("row is not an array", "an array", f"a map header claiming {claimed} entries")
+        entries = "entry" if claimed == 1 else "entries"
+        return ("row is not an array", "an array",
+                f"a map header claiming {claimed} {entries}")
     if first == 0xC1:
         return ("invalid MessagePack", "an array row", "byte 0xc1, which MessagePack never uses")
     detail = str(error) or type(error).__name__
@@ -181,19 +220,16 @@ def header_pattern(aspect_name: str) -> re.Pattern[bytes]:
     return re.compile(b"|".join(alternatives))
 
 
-def _has_row_shape(value: object, aspect: Aspect) -> bool:
-    return type(value) is list and aspect.min_row_length <= len(value) <= aspect.max_row_length
-
-
 def _rows_look_valid(window: memoryview, position: int, at_eof: bool, aspect: Aspect) -> bool:
     """Return whether a run of rows that looks valid starts at ``position`` of the window.
 
     The first row must match the schema. Each of the next rows, up to CANDIDATE_ROWS
-    rows in all, must at least be an array of a valid length, so that a row with a
-    bad value near the candidate does not hide the valid rows before it. Frames of
-    the rows that match the schema must not decrease. The run also looks valid when
-    it ends early, after the first row, at the end of the file or at bytes that are
-    not MessagePack, which are the scan's next problem.
+    rows in all, must at least be an array, so that a bad row near the candidate
+    does not hide the valid rows before it. A start inside a row is still rejected,
+    because the value after its first "row" is then the rest of a real row, rarely
+    an array. Frames of the rows that match the schema must not decrease. The run
+    also looks valid when it ends early, after the first row, at the end of the
+    file or at bytes that are not MessagePack, which are the scan's next problem.
 
     Raises
     ------
@@ -223,7 +259,7 @@ def _rows_look_valid(window: memoryview, position: int, at_eof: bool, aspect: As
                 if previous_frame is not None and row[0] < previous_frame:
                     return False
                 previous_frame = row[0]
-        elif index == 0 or not _has_row_shape(row, aspect):
+        elif index == 0 or type(row) is not list:
             return False
     return True
 
