@@ -113,6 +113,20 @@ def test_zeros_resynchronise(tmp_path):
     assert_skips_exactly(tmp_path, builder, many_blocksizes(builder))
 
 
+def test_binary_value_with_rows_inside(tmp_path):
+    # A binary value where a row should start is skipped as a whole. Ranges that
+    # start inside it are proposed the rows packed in its payload, which must not
+    # be kept.
+    inner = pack_rows([unit_positions_row(frame) for frame in range(50, 70)])
+    binary = msgpack.packb(b"xx" + inner + b"yy", use_bin_type=True)
+    builder = (FileBuilder("unit_positions")
+               .rows([unit_positions_row(frame) for frame in range(10)])
+               .bad_row(binary, "row is not an array")
+               .rows([unit_positions_row(frame) for frame in range(80, 90)]))
+
+    assert_skips_exactly(tmp_path, builder, many_blocksizes(builder))
+
+
 def test_every_kind_of_bad_row(tmp_path):
     def with_value(frame, position, value):
         row = unit_positions_row(frame)
