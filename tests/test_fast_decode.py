@@ -13,6 +13,7 @@ import math
 import struct
 import subprocess
 import sys
+import tracemalloc
 
 import msgpack
 import numpy as np
@@ -275,6 +276,50 @@ def test_empty_range_matches_reference():
     decoded = assert_matches_reference(memoryview(data), 0, 0, 0, True, aspect)
     assert decoded is not None
     assert len(decoded.frame) == 0
+
+
+# --- Growing the output columns -------------------------------------------------
+
+@pytest.mark.parametrize("initial_rows", [1, 2, 3, 7])
+def test_growing_columns_matches_reference(monkeypatch, initial_rows):
+    monkeypatch.setattr(fast, "INITIAL_ROWS", initial_rows)
+    aspect = get_aspect("unit_events")
+    rows = [[frame, 2, None if frame % 3 else 3, 4, 5, 6, 7, None, None, None, 1 + frame % 9]
+            + [frame] * (frame % 5) for frame in range(40)]
+    data, _ = encode_rows(rows, smallest_encoding)
+
+    decoded = assert_matches_reference(memoryview(data), 0, 0, len(data), True, aspect)
+    assert decoded is not None
+    assert decoded.objects == 40
+
+
+@pytest.mark.parametrize("initial_rows", [2, 3, 4])
+def test_frame_decrease_found_across_growth(monkeypatch, initial_rows):
+    monkeypatch.setattr(fast, "INITIAL_ROWS", initial_rows)
+    aspect = get_aspect("map_envir_econ")
+    data, starts = encode_rows([[1, 0, 0], [2, 0, 0], [3, 0, 0], [2, 0, 0], [4, 0, 0]],
+                               smallest_encoding)
+
+    scan = scan_window(memoryview(data), 0, 0, len(data), True, aspect)
+    assert scan.status is ScanStatus.FRAME_ORDER
+    assert scan.stopped_at == starts[3]
+
+
+def test_early_stop_allocates_little():
+    aspect = get_aspect("unit_positions")
+    good, _ = encode_rows([[i, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10] for i in range(40_000)],
+                          smallest_encoding)
+    data = good[:100] + b"\xc1" + good
+    tracemalloc.start()
+    try:
+        scan = scan_window(memoryview(data), 0, 0, len(data), True, aspect)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert scan.status is not ScanStatus.OK
+    # The initial columns: INITIAL_ROWS rows of 11 int64 values and an offset.
+    assert peak < 2 * fast.INITIAL_ROWS * 12 * 8
 
 
 # --- Problems make the fast path stop, never decode ------------------------------

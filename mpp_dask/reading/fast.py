@@ -45,7 +45,7 @@ class ScanStatus(IntEnum):
     STRING_FIELD = 3
     # A row's frame is smaller than the frame of the row before it.
     FRAME_ORDER = 4
-    # The output columns are full. The capacity bound makes this impossible.
+    # The output columns are full, and a call with larger ones can resume.
     CAPACITY = 5
 
 
@@ -97,25 +97,26 @@ _INT64_LIMIT = 9223372036854775808.0  # 2**63 as a float
 
 
 def _scan_window(buf, begin, stop, at_eof, kinds, null_slots, min_row_length, time_series,
-                 values, nulls, offsets):
+                 first_row, previous_frame, values, nulls, offsets):
     """Decode the rows that start in ``buf[begin:stop]`` into ``values`` and ``nulls``.
 
     Positions are indices into ``buf``. ``values`` is a flat column-major matrix, so
     field ``f`` of row ``r`` is at ``f * capacity + r`` with ``capacity =
     len(offsets)``. ``nulls`` has the same layout with one column per nullable
     field. It must be all False on entry, because the loop writes only the nulls.
+    The first row decoded is row ``first_row``, and ``previous_frame`` is the frame
+    of the row before it, which a call that resumes after CAPACITY passes on.
 
-    Returns (status, rows decoded, position). On OK the position is the first row
-    start at or after ``stop`` (or the window end at the end of the file).
-    Otherwise it is the start of the row that stopped the loop.
+    Returns (status, rows decoded in total, position). On OK the position is the
+    first row start at or after ``stop`` (or the window end at the end of the
+    file). Otherwise it is the start of the row that stopped the loop.
     """
     end = buf.shape[0]
     field_count = kinds.shape[0]
     capacity = offsets.shape[0]
 
     pos = begin
-    row = 0
-    previous_frame = np.int64(0)
+    row = first_row
     while pos < stop:
         if pos >= end:
             if at_eof:
@@ -314,12 +315,41 @@ class WindowScan:
     offsets: np.ndarray
 
 
-def _row_capacity(range_bytes: int, min_row_length: int) -> int:
+# Rows decoded before the columns are sized from the measured bytes per row. A
+# window that stops early, at a problem or the window end, allocates only this.
+INITIAL_ROWS = 4096
+
+
+def _max_rows(range_bytes: int, min_row_length: int) -> int:
     """Return the maximum number of rows that can start in ``range_bytes`` bytes.
 
     Each row takes at least a one-byte header and one byte per required field.
     """
     return max(range_bytes, 0) // (1 + min_row_length) + 1
+
+
+class _Columns:
+    """Flat column-major output arrays of the compiled loop, grown on demand."""
+
+    def __init__(self, plan: ColumnPlan, capacity: int):
+        self.capacity = capacity
+        self.values = np.empty(len(plan.kinds) * capacity, dtype=np.int64)
+        self.nulls = np.zeros(plan.nullable_count * capacity, dtype=np.bool_)
+        self.offsets = np.empty(capacity, dtype=np.int64)
+
+    def grown(self, plan: ColumnPlan, capacity: int, rows: int) -> _Columns:
+        """Return columns of a larger capacity that contain a copy of the first ``rows`` rows."""
+        larger = _Columns(plan, capacity)
+        larger.value_matrix()[:, :rows] = self.value_matrix()[:, :rows]
+        larger.null_matrix()[:, :rows] = self.null_matrix()[:, :rows]
+        larger.offsets[:rows] = self.offsets[:rows]
+        return larger
+
+    def value_matrix(self) -> np.ndarray:
+        return self.values.reshape(-1, self.capacity)
+
+    def null_matrix(self) -> np.ndarray:
+        return self.nulls.reshape(-1, self.capacity)
 
 
 def scan_window(window: memoryview, window_start: int, start: int, stop: int, at_eof: bool,
@@ -340,21 +370,33 @@ def scan_window(window: memoryview, window_start: int, start: int, stop: int, at
 
     begin = start - window_start
     range_bytes = min(stop - window_start, len(buf)) - begin
-    capacity = _row_capacity(range_bytes, plan.min_row_length)
-    # The capacity is an upper bound. Pages of a large allocation that are never
-    # written cost no physical memory on Linux.
-    values = np.empty(len(plan.kinds) * capacity, dtype=np.int64)
-    nulls = np.zeros(plan.nullable_count * capacity, dtype=np.bool_)
-    offsets = np.empty(capacity, dtype=np.int64)
+    max_rows = _max_rows(range_bytes, plan.min_row_length)
+    columns = _Columns(plan, min(max_rows, INITIAL_ROWS))
+    position = begin
+    rows = 0
+    previous_frame = 0
+    while True:
+        status, rows, position = kernel(
+            buf, np.int64(position), np.int64(stop - window_start), bool(at_eof),
+            plan.kinds, plan.null_slots, np.int64(plan.min_row_length),
+            bool(plan.time_series), np.int64(rows), np.int64(previous_frame),
+            columns.values, columns.nulls, columns.offsets)
+        if status != ScanStatus.CAPACITY:
+            break
+        # Size the columns for the whole range from the bytes per row so far, with
+        # some margin. Each further shortfall doubles them.
+        estimate = rows * range_bytes // max(position - begin, 1)
+        capacity = min(max_rows, max(2 * columns.capacity, estimate + estimate // 8 + 16))
+        # max_rows is a true bound, so this only guards against a loop without end.
+        capacity = max(capacity, columns.capacity + 1)
+        columns = columns.grown(plan, capacity, rows)
+        if plan.time_series:
+            previous_frame = int(columns.values[rows - 1])
 
-    status, rows, position = kernel(
-        buf, np.int64(begin), np.int64(stop - window_start), bool(at_eof), plan.kinds,
-        plan.null_slots, np.int64(plan.min_row_length), bool(plan.time_series), values,
-        nulls, offsets)
     return WindowScan(status=ScanStatus(status), stopped_at=window_start + int(position),
-                      values=values.reshape(-1, capacity)[:, :rows],
-                      nulls=nulls.reshape(-1, capacity)[:, :rows],
-                      offsets=offsets[:rows] + window_start)
+                      values=columns.value_matrix()[:, :rows],
+                      nulls=columns.null_matrix()[:, :rows],
+                      offsets=columns.offsets[:rows] + window_start)
 
 
 @dataclass
