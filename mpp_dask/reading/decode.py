@@ -31,10 +31,10 @@ class DecodedRange:
     them into file row numbers once the rows before the range are known. ``end`` is
     None when bad bytes were skipped up to the range's stop. The next row start is
     then the first candidate at or after ``next_search`` (see ``rows.RowScan``).
-    ``problems`` is capped at
-    MAX_PROBLEMS_PER_RANGE; ``problem_count`` counts all of them, and
-    ``frame_order_count`` the frame decreases among them. ``first_frame_offset`` and
-    ``first_frame_row`` locate the first good row, whose frame is ``first_frame``.
+    ``problems`` is capped at MAX_PROBLEMS_PER_RANGE, while ``problem_count`` counts
+    all of them and ``frame_order_count`` the frame decreases among them.
+    ``first_frame_offset`` and ``first_frame_row`` locate the first good row, whose
+    frame is ``first_frame``.
     """
 
     frame: pd.DataFrame

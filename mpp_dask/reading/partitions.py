@@ -30,10 +30,10 @@ class FileTally:
 
     ``next_start`` is None after bad bytes were skipped up to the end of a range
     without finding a row start. The next row start is then the first candidate row
-    start at or after ``next_search``, as a serial scan would find it; a range's
+    start at or after ``next_search``, as a serial scan would find it. A range's
     proposed start is that candidate when it lies at or after ``next_search``.
-    ``problems`` keeps at most MAX_KEPT_PROBLEMS problems; ``problem_count`` counts
-    every problem of the ranges confirmed so far.
+    ``problems`` keeps at most MAX_KEPT_PROBLEMS problems, and ``problem_count``
+    counts every problem of the ranges confirmed so far.
     """
 
     urlpath: str

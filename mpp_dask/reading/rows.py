@@ -3,10 +3,9 @@
 A byte range of an aspect file rarely starts on a row boundary. The row format has
 no delimiter, so a position is only a *candidate* row start when a valid array
 header for the aspect sits there and the rows decoded from it look valid (see
-``_rows_look_valid``).
-A candidate can still be wrong (a string payload may hold bytes that look like a
-run of rows); the partition layer confirms each proposal against the previous
-range's natural end, which is exact by induction from offset 0.
+``_rows_look_valid``). A candidate can still be wrong (a string payload may hold
+bytes that look like a run of rows); the partition layer confirms each proposal
+against the previous range's natural end, which is exact by induction from offset 0.
 """
 
 from __future__ import annotations
@@ -64,8 +63,10 @@ def max_row_bytes(aspect_name: str) -> int:
 def make_unpacker(aspect: Aspect, buffer_size: int) -> msgpack.Unpacker:
     """Return a streaming unpacker whose limits reject any header too large for a row.
 
-    Invalid UTF-8 in a string does not stop the unpacker. The bad bytes become lone
-    surrogates (``surrogateescape``), and the column checks report them with the field.
+    msgpack 1.2.4 checks string and binary lengths only once the payload is
+    buffered, so RowStream also bounds the bytes of each row. Invalid UTF-8 in a
+    string does not stop the unpacker. The bad bytes become lone surrogates
+    (``surrogateescape``), and the column checks report them with the field.
     """
     return msgpack.Unpacker(
         raw=False,
@@ -169,7 +170,8 @@ def shape_problem(row: object, aspect: Aspect, offset: int, row_number: int) -> 
     return None
 
 
-def describe_undecodable(data: memoryview, aspect: Aspect, error: Exception) -> tuple[str, str, str]:
+def describe_undecodable(data: memoryview, aspect: Aspect,
+                         error: Exception) -> tuple[str, str, str]:
     """Return (reason, expected, found) for a row the unpacker rejected.
 
     ``data`` starts at the rejected row. The unpacker's limits reject a header that
@@ -230,6 +232,10 @@ def _rows_look_valid(window: memoryview, position: int, at_eof: bool, aspect: As
     an array. Frames of the rows that match the schema must not decrease. The run
     also looks valid when it ends early, after the first row, at the end of the
     file or at bytes that are not MessagePack, which are the scan's next problem.
+
+    NOTE: when the scan resumes after bad bytes, such a short run can also start
+    inside random bytes, so a skipping decode can keep a row that was never written.
+    The first row must match the schema, which makes this rare but not impossible.
 
     Raises
     ------
