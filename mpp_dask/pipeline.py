@@ -139,7 +139,7 @@ def build_tables(plan: RunPlan, registry: Registry, replay: ReplayFiles
     aspect_frames = {
         name: read_aspect(file.urlpath, name, file_size=file.size, blocksize=plan.blocksize,
                           file_token=file.token, skip_on_error=plan.skip_on_error,
-                          storage_options=plan.storage_options)
+                          storage_options=plan.storage_options, compression=file.compression)
         for name in needed
         for file in [replay.aspects[name]]
     }
@@ -456,8 +456,9 @@ def describe_plan(sources: list[ReplaySource], plan: RunPlan, registry: Registry
             "replay_id": source.replay_id,
             "input_dir": source.urlpath,
             "aspect_files": {
-                name: {"size": file.size,
-                       "partitions": len(plan_ranges(file.size, plan.blocksize))}
+                name: {"size": file.size, "compression": file.compression,
+                       "partitions": 1 if file.compression
+                       else len(plan_ranges(file.size, plan.blocksize))}
                 for name, file in replay.aspects.items()
             },
             "missing_aspects": replay.missing_aspects,

@@ -12,6 +12,7 @@ import pandas as pd
 
 from mpp_dask.errors import RowProblem
 from mpp_dask.reading.columns import MAX_PROBLEMS_PER_RANGE, build_clean_frame
+from mpp_dask.reading.fast import fast_decode_window
 from mpp_dask.reading.rows import NeedMoreData, find_row_start, scan_rows
 from mpp_dask.schema import Aspect, get_aspect
 
@@ -90,6 +91,19 @@ def decode_window(window: memoryview, window_start: int, start: int | None, stop
         if start is None:
             return DecodedRange(frame=empty_frame(aspect), start=None, end=None)
 
+    # A window without any problem decodes through the compiled loop. Any other
+    # window, and every window where numba is missing, takes the reference path,
+    # which also writes the error messages.
+    fast = fast_decode_window(window, window_start, start, stop, at_eof, aspect)
+    if fast is not None:
+        result = DecodedRange(frame=fast.frame, start=start, end=fast.end,
+                              objects=fast.objects, unknown_enum_codes=fast.unknown_enum_codes,
+                              first_frame=fast.first_frame, last_frame=fast.last_frame)
+        if fast.first_frame is not None:
+            result.first_frame_offset = int(fast.offsets[0])
+            result.first_frame_row = 0
+        return result
+
     scan = scan_rows(window, window_start, start, stop, at_eof, aspect, skip_on_error)
     offsets = np.asarray(scan.offsets, dtype=np.int64)
     row_numbers = np.asarray(scan.row_numbers, dtype=np.int64)
@@ -151,7 +165,8 @@ def _renumber(problem: RowProblem, row_numbers: np.ndarray) -> RowProblem:
 
 def decode_range(urlpath: str, *, aspect_name: str, offset: int, stop: int, file_size: int,
                  start: int | None = None, skip_on_error: bool = False,
-                 storage_options: dict | None = None) -> DecodedRange:
+                 storage_options: dict | None = None,
+                 compression: str | None = None) -> DecodedRange:
     """Read a byte range of an aspect file and decode the rows that start in it.
 
     Parameters
@@ -171,6 +186,9 @@ def decode_range(urlpath: str, *, aspect_name: str, offset: int, stop: int, file
         Drop bad rows instead of reporting them as problems only.
     storage_options : dict, optional
         Passed to fsspec to open ``urlpath``.
+    compression : str, optional
+        fsspec compression of the file. A compressed file is decompressed whole and
+        decoded as one range; offsets then count in the decompressed bytes.
 
     Returns
     -------
@@ -181,6 +199,11 @@ def decode_range(urlpath: str, *, aspect_name: str, offset: int, stop: int, file
     fs, path = fsspec.core.url_to_fs(urlpath, **(storage_options or {}))
     if offset == 0 and start is None:
         start = 0
+
+    if compression is not None:
+        with fs.open(path, "rb", compression=compression) as stream:
+            data = stream.read()
+        return decode_window(memoryview(data), 0, 0, len(data), True, aspect, skip_on_error)
 
     overrun = INITIAL_OVERRUN
     while True:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+from mpp_dask.errors import ConfigError
 from mpp_dask.schema import ASPECTS
 
 logger = logging.getLogger(__name__)
@@ -17,14 +18,34 @@ ASPECT_SUFFIX = ".mpk"
 KNOWN_OTHER_FILES = ("defs.csv", "game_meta.json")
 
 
+# Compressed aspect files cannot be cut into byte ranges: each is read whole, as
+# one partition.
+COMPRESSED_SUFFIXES = {".gz": "gzip", ".zst": "zstd"}
+
+
 @dataclass(frozen=True)
 class AspectFile:
-    """One aspect file found in a replay folder."""
+    """One aspect file found in a replay folder.
+
+    ``compression`` is the fsspec compression name of a ``.mpk.gz`` or ``.mpk.zst``
+    file, or None for a plain ``.mpk`` file.
+    """
 
     aspect_name: str
     urlpath: str
     size: int
     token: str
+    compression: str | None = None
+
+
+def _split_aspect_name(name: str) -> tuple[str, str | None] | None:
+    """Return (aspect name, compression) of an aspect file name, or None for other files."""
+    for suffix, compression in COMPRESSED_SUFFIXES.items():
+        if name.endswith(ASPECT_SUFFIX + suffix):
+            return name[: -len(ASPECT_SUFFIX + suffix)], compression
+    if name.endswith(ASPECT_SUFFIX):
+        return name[: -len(ASPECT_SUFFIX)], None
+    return None
 
 
 @dataclass
@@ -71,13 +92,18 @@ def discover_replay(urlpath: str, storage_options: dict | None = None) -> Replay
         name = posixpath.basename(info["name"].rstrip("/"))
         full = info["name"] if isinstance(fs, LocalFileSystem) else fs.unstrip_protocol(
             info["name"])
-        if name.endswith(ASPECT_SUFFIX):
-            aspect_name = name[: -len(ASPECT_SUFFIX)]
-            if aspect_name in ASPECTS:
-                replay.aspects[aspect_name] = AspectFile(aspect_name, full, int(info["size"]),
-                                                         _file_token(info))
-            else:
+        split = _split_aspect_name(name)
+        if split is not None:
+            aspect_name, compression = split
+            if aspect_name not in ASPECTS:
                 replay.unknown_aspect_files.append(name)
+            elif aspect_name in replay.aspects:
+                raise ConfigError(f"{urlpath} holds two files of aspect {aspect_name}: "
+                                  f"{posixpath.basename(replay.aspects[aspect_name].urlpath)} "
+                                  f"and {name}; keep one")
+            else:
+                replay.aspects[aspect_name] = AspectFile(aspect_name, full, int(info["size"]),
+                                                         _file_token(info), compression)
         elif name in KNOWN_OTHER_FILES:
             replay.other_files.append(name)
         else:
@@ -86,6 +112,11 @@ def discover_replay(urlpath: str, storage_options: dict | None = None) -> Replay
     if replay.unknown_aspect_files:
         logger.warning("%s: ignoring unknown aspect files %s (known aspects: %s)", urlpath,
                        ", ".join(replay.unknown_aspect_files), ", ".join(ASPECTS))
+    compressed = [f"{a.aspect_name} ({a.compression})" for a in replay.aspects.values()
+                  if a.compression]
+    if compressed:
+        logger.info("%s: compressed aspect files are read whole, one partition each: %s",
+                    urlpath, ", ".join(compressed))
     if replay.ignored_files:
         logger.info("%s: ignoring files that are not aspects: %s", urlpath,
                     ", ".join(replay.ignored_files))

@@ -40,7 +40,8 @@ class AspectFrame:
 
 def read_aspect(urlpath: str, aspect_name: str, *, file_size: int, blocksize: int,
                 file_token: str = "", skip_on_error: bool = False,
-                storage_options: dict | None = None) -> AspectFrame:
+                storage_options: dict | None = None,
+                compression: str | None = None) -> AspectFrame:
     """Return the lazily decoded clean table of one aspect file.
 
     Parameters
@@ -60,15 +61,23 @@ def read_aspect(urlpath: str, aspect_name: str, *, file_size: int, blocksize: in
         Drop invalid rows and count them instead of failing.
     storage_options : dict, optional
         Passed to fsspec.
+    compression : str, optional
+        fsspec compression of the file (``"gzip"``, ``"zstd"``). A compressed file
+        is read whole as one partition, whatever the blocksize, and byte offsets
+        in its messages count in the decompressed bytes.
 
     Returns
     -------
     AspectFrame
     """
     aspect = get_aspect(aspect_name)
-    token = tokenize(urlpath, file_size, file_token, blocksize, skip_on_error, storage_options)
+    token = tokenize(urlpath, file_size, file_token, blocksize, skip_on_error, storage_options,
+                     compression)
     common = dict(urlpath=urlpath, aspect_name=aspect_name, file_size=file_size,
                   skip_on_error=skip_on_error, storage_options=storage_options)
+    if compression is not None:
+        common["compression"] = compression
+        blocksize = max(file_size, 1)
 
     # A plain graph, built once: one decode task per range (in parallel) and one
     # confirm task per range, chained in file order.

@@ -51,8 +51,8 @@ class FileTally:
 
 def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
                   aspect_name: str, offset: int, stop: int, file_size: int,
-                  skip_on_error: bool = False,
-                  storage_options: dict | None = None) -> tuple[pd.DataFrame, FileTally]:
+                  skip_on_error: bool = False, storage_options: dict | None = None,
+                  compression: str | None = None) -> tuple[pd.DataFrame, FileTally]:
     """Check a decoded range against the previous range's natural end.
 
     Parameters
@@ -62,7 +62,7 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
     previous : FileTally
         The tally after the previous range of the same file (a fresh one for the
         first range).
-    urlpath, aspect_name, offset, stop, file_size, skip_on_error, storage_options
+    urlpath, aspect_name, offset, stop, file_size, skip_on_error, storage_options, compression
         As for :func:`~mpp_dask.reading.decode.decode_range`, to decode the range
         again when the proposal was wrong.
 
@@ -90,7 +90,7 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
             decoded = decode_range(urlpath, aspect_name=aspect_name,
                                    offset=previous.next_search, stop=stop,
                                    file_size=file_size, skip_on_error=skip_on_error,
-                                   storage_options=storage_options)
+                                   storage_options=storage_options, compression=compression)
             tally.redecoded_ranges += 1
             if decoded.start is None:
                 return decoded.frame, tally
@@ -100,7 +100,8 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
     elif decoded.start != previous.next_start:
         decoded = decode_range(urlpath, aspect_name=aspect_name, offset=offset, stop=stop,
                                file_size=file_size, start=previous.next_start,
-                               skip_on_error=skip_on_error, storage_options=storage_options)
+                               skip_on_error=skip_on_error, storage_options=storage_options,
+                               compression=compression)
         tally.redecoded_ranges += 1
 
     problems = [replace(p, row=None if p.row is None else p.row + previous.rows_before)

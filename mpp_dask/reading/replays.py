@@ -9,7 +9,7 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from mpp_dask.errors import ConfigError
-from mpp_dask.reading.discover import ASPECT_SUFFIX
+from mpp_dask.reading.discover import ASPECT_SUFFIX, COMPRESSED_SUFFIXES
 
 GLOB_CHARACTERS = "*?["
 
@@ -23,7 +23,8 @@ class ReplaySource:
 
 
 def _holds_aspect_files(fs: fsspec.AbstractFileSystem, path: str) -> bool:
-    return any(name.endswith(ASPECT_SUFFIX) for name in fs.ls(path, detail=False))
+    suffixes = (ASPECT_SUFFIX, *(ASPECT_SUFFIX + s for s in COMPRESSED_SUFFIXES))
+    return any(name.endswith(suffixes) for name in fs.ls(path, detail=False))
 
 
 def _urlpath(fs: fsspec.AbstractFileSystem, path: str) -> str:
