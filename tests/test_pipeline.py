@@ -277,3 +277,65 @@ def test_list_column_reads_back_with_pandas(tmp_path, client, registry):
     players_type = arrow.field("involved_players").type
     assert pa.types.is_list(players_type)
     assert players_type.value_type == pa.int64()
+
+
+def test_zero_row_aspect_gives_empty_stat(tmp_path, client, registry):
+    replay = _tiny_replay(tmp_path / "in" / "r")
+    (replay / "damage_log.mpk").write_bytes(b"")
+    output = tmp_path / "out"
+    plan = pipeline.RunPlan(output_dir=str(output), streams=["damage_log"],
+                            stats=["damage_by_unit_def", "combat_engagement_summary"])
+    [outcome] = pipeline.run([ReplaySource("r", str(replay))], plan, registry, client)
+
+    assert outcome.status == "done"
+    assert outcome.rows_per_aspect["damage_log"] == 0
+    damage = pd.read_parquet(output / "damage_by_unit_def")
+    assert len(damage) == 0
+    assert list(damage.columns) == ["unit_def_id", "total_damage_dealt", "hits", "replay_id"]
+    engagements = pd.read_parquet(output / "combat_engagement_summary")
+    assert len(engagements) == 0
+    assert "involved_players" in engagements.columns
+    stream = pd.read_parquet(output / "damage_log")
+    assert len(stream) == 0
+    assert list(stream.columns[:-1]) == ASPECTS["damage_log"].columns
+
+
+@pytest.mark.slow
+def test_generated_corpus_with_broken_replays(tmp_path, client, registry):
+    from mpp_dask.generate import generate_replay
+
+    corpus = tmp_path / "corpus"
+    for index in range(30):
+        generate_replay(corpus / f"match_{index:02d}", minutes=1, teams=2, seed=index)
+    generate_replay(corpus / "broken_cut", minutes=1, teams=2, seed=99)
+    cut = corpus / "broken_cut" / "damage_log.mpk"
+    cut.write_bytes(cut.read_bytes()[:-3])
+    generate_replay(corpus / "broken_garbage", minutes=1, teams=2, seed=98)
+    garbage = corpus / "broken_garbage" / "team_stats.mpk"
+    data = garbage.read_bytes()
+    garbage.write_bytes(data[:100] + b"\xc1" * 8 + data[100:])
+
+    output = tmp_path / "out"
+    plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats", "damage_log"],
+                            stats=["resources_by_player", "damage_by_unit_def"])
+    sources = resolve_replays(str(corpus))
+    outcomes = pipeline.run(sources, plan, registry, client)
+
+    status = {o.replay_id: o.status for o in outcomes}
+    assert sorted(k for k, v in status.items() if v == "failed") == ["broken_cut",
+                                                                    "broken_garbage"]
+    assert sum(v == "done" for v in status.values()) == 30
+    errors = {o.replay_id: str(o.error) for o in outcomes if o.error}
+    assert "truncated row" in errors["broken_cut"]
+    assert "team_stats.mpk" in errors["broken_garbage"]
+
+    resources = pd.read_parquet(output / "resources_by_player")
+    assert resources["replay_id"].nunique() == 30
+    assert (resources.groupby("replay_id", observed=True).size() == 3).all()
+    stream = ds.dataset(output / "team_stats", format="parquet", partitioning="hive")
+    assert stream.count_rows() == sum(o.rows_per_aspect["team_stats"] for o in outcomes
+                                      if o.status == "done")
+
+    again = pipeline.run(sources, plan, registry, client)
+    assert sum(o.status == "skipped" for o in again) == 30
+    assert sum(o.status == "failed" for o in again) == 2
