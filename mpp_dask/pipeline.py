@@ -2,7 +2,8 @@
 
 Every requested stat and stream of a replay is built on the same lazy aspect frames
 and computed in one call, so each aspect file is decoded once per run. Nothing here
-knows whether the cluster is local or remote: the caller passes a connected client.
+depends on whether the cluster is local or remote, because the caller passes a
+connected client.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ STREAM_ALL = "all"
 
 @dataclass
 class RunPlan:
-    """What to compute and where, for every replay of a run."""
+    """Settings of a run that apply to every replay: which tables, and where to write them."""
 
     output_dir: str
     stats: list[str] = field(default_factory=list)
@@ -60,7 +61,7 @@ class RunPlan:
 
 @dataclass
 class ReplayOutcome:
-    """How one replay of a run ended: ``done``, ``skipped`` (already complete) or ``failed``."""
+    """Outcome of one replay of a run: ``done``, ``skipped`` (already complete) or ``failed``."""
 
     replay_id: str
     status: str

@@ -50,7 +50,7 @@ def _split_aspect_name(name: str) -> tuple[str, str | None] | None:
 
 @dataclass
 class ReplayFiles:
-    """What a replay folder holds."""
+    """Files found in a replay folder, by kind."""
 
     urlpath: str
     aspects: dict[str, AspectFile] = field(default_factory=dict)
@@ -78,12 +78,12 @@ def discover_replay(urlpath: str, storage_options: dict | None = None) -> Replay
 
     Raises
     ------
-    FileNotFoundError
-        If ``urlpath`` is not a folder.
+    ConfigError
+        If ``urlpath`` is not a folder, or it contains two files of one aspect.
     """
     fs, path = fsspec.core.url_to_fs(urlpath, **(storage_options or {}))
     if not fs.isdir(path):
-        raise FileNotFoundError(f"replay folder {urlpath} does not exist or is not a folder")
+        raise ConfigError(f"replay folder {urlpath} does not exist or is not a folder")
 
     replay = ReplayFiles(urlpath=urlpath)
     for info in sorted(fs.ls(path, detail=True), key=lambda i: i["name"]):
@@ -98,7 +98,7 @@ def discover_replay(urlpath: str, storage_options: dict | None = None) -> Replay
             if aspect_name not in ASPECTS:
                 replay.unknown_aspect_files.append(name)
             elif aspect_name in replay.aspects:
-                raise ConfigError(f"{urlpath} holds two files of aspect {aspect_name}: "
+                raise ConfigError(f"{urlpath} contains two files of aspect {aspect_name}: "
                                   f"{posixpath.basename(replay.aspects[aspect_name].urlpath)} "
                                   f"and {name}; keep one")
             else:

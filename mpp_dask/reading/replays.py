@@ -61,7 +61,7 @@ def resolve_replays(urlpath: str, replay_id: str | None = None,
                     storage_options: dict | None = None) -> list[ReplaySource]:
     """Return the replays named by ``urlpath``.
 
-    ``urlpath`` is one of: a replay folder (it holds ``.mpk`` files); a parent folder
+    ``urlpath`` is one of: a replay folder (it contains ``.mpk`` files); a parent folder
     whose sub-folders are replays; a glob matching replay folders; or a text file
     listing replay folders, one per line, optionally followed by a tab and the id.
     The replay id is the folder name unless given.
@@ -102,7 +102,7 @@ def resolve_replays(urlpath: str, replay_id: str | None = None,
         raise ConfigError(f"no replay folders found at {urlpath}: expected a folder of .mpk "
                           "aspect files, a folder of such folders, a glob or a list file")
     if replay_id is not None and len(sources) > 1:
-        raise ConfigError(f"REPLAY_ID {replay_id!r} was given, but {urlpath} holds "
+        raise ConfigError(f"REPLAY_ID {replay_id!r} was given, but {urlpath} contains "
                           f"{len(sources)} replays; leave it out to use the folder names")
     if replay_id is not None:
         sources = [ReplaySource(replay_id, sources[0].urlpath)]
