@@ -29,7 +29,7 @@ from mpp_dask.errors import ConfigError, MppDaskError, SchemaError
 from mpp_dask.output.commit import (Staging, read_manifest, validate_replay_id,
                                     write_failure_manifest)
 from mpp_dask.output.errors_table import ERRORS_TABLE, write_errors_table
-from mpp_dask.reading.discover import ReplayFiles, discover_replay
+from mpp_dask.reading.discover import AspectFile, ReplayFiles, discover_replay
 from mpp_dask.reading.frames import AspectFrame, read_aspect, tally_from_frame
 from mpp_dask.reading.partitions import FileTally
 from mpp_dask.reading.ranges import plan_ranges
@@ -131,12 +131,24 @@ def _check_result_columns(stat: Stat, result: Any) -> dd.DataFrame:
     return result
 
 
+def _check_partition_counts(files: list[AspectFile], blocksize: int) -> None:
+    limit = int(settings.get("reading.max-partitions-per-file", default=100_000))
+    for file in files:
+        count = 1 if file.compression else len(plan_ranges(file.size, blocksize))
+        if count > limit:
+            raise ConfigError(
+                f"blocksize {blocksize} bytes would cut {file.urlpath} ({file.size} bytes) "
+                f"into {count} partitions, more than the reading.max-partitions-per-file "
+                f"setting ({limit}); use a larger --blocksize")
+
+
 def build_tables(plan: RunPlan, registry: Registry, replay: ReplayFiles
                  ) -> tuple[dict[str, dd.DataFrame], dict[str, AspectFrame], dict[str, str]]:
     """Return the lazy output tables of a replay, the aspect frames they read and the skips."""
     stats, streams, skipped = _plan_tables(plan, registry, replay)
 
     needed = list(dict.fromkeys([a for s in stats for a in s.aspects] + streams))
+    _check_partition_counts([replay.aspects[name] for name in needed], plan.blocksize)
     aspect_frames = {
         name: read_aspect(file.urlpath, name, file_size=file.size, blocksize=plan.blocksize,
                           file_token=file.token, skip_on_error=plan.skip_on_error,

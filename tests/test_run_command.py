@@ -133,3 +133,19 @@ def test_list_file_names_replays(tmp_path):
     assert result.exit_code == 0, result.output
     ids = sorted(p.name for p in Path(tmp_path / "out" / "team_stats").iterdir())
     assert ids == ["replay_id=first", "replay_id=y"]
+
+
+def test_tiny_blocksize_on_large_file_rejected(tmp_path):
+    write_aspect(tmp_path / "in", "team_stats", _team_stats_rows())
+    result = _invoke("run", "r", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                     "-u", "team_stats", "--blocksize", "1", "--dry-run")
+    assert result.exit_code == 0, result.output
+
+    settings_file = tmp_path / "limits.yaml"
+    settings_file.write_text("mpp-dask:\n  reading:\n    max-partitions-per-file: 10\n")
+    result = _invoke("run", "r", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+                     "-u", "team_stats", "--blocksize", "1", "--config", str(settings_file),
+                     *CLUSTER)
+    assert result.exit_code == 2
+    assert "into 176 partitions, more than the reading.max-partitions-per-file" in result.output
+    assert not (tmp_path / "out" / "team_stats").exists()
