@@ -18,9 +18,11 @@ still imports and :func:`fast_decode_window` returns None.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -282,15 +284,25 @@ def _scan_window(buf, begin, stop, at_eof, kinds, null_slots, min_row_length, ti
     return ScanStatus.OK, row, pos
 
 
+def numba_cache_dir() -> Path:
+    """Return the per-user folder of mpp-dask's compiled decoder cache."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mpp-dask" / "numba"
+
+
 @lru_cache(maxsize=None)
 def compiled_scan_window():
     """Return the compiled scan loop, or None when numba is not installed.
 
     numba is imported here rather than at module import, so that commands which
     decode nothing do not pay for it. The machine code is cached on disk
-    (``cache=True``) beside this module or in numba's user-wide cache directory, so
-    only the first process after a change of this file compiles it.
+    (``cache=True``), so only the first process after a change of this file
+    compiles it. The cache goes to a per-user folder unless NUMBA_CACHE_DIR is set:
+    numba's default, a ``__pycache__`` beside this module, would leave files in
+    site-packages that ``pip uninstall`` does not remove, and the leftover
+    ``mpp_dask`` folder would then shadow a later editable install.
     """
+    os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
     try:
         from numba import njit
     except ImportError:
