@@ -339,3 +339,26 @@ def test_generated_corpus_with_broken_replays(tmp_path, client, registry):
     again = pipeline.run(sources, plan, registry, client)
     assert sum(o.status == "skipped" for o in again) == 30
     assert sum(o.status == "failed" for o in again) == 2
+
+
+def test_rerun_removes_tables_it_no_longer_writes(tmp_path, client, registry):
+    replay = tmp_path / "in" / "r"
+    rows = [_team_stats_row(300, 0, 10), [300, 1, "bad"] + [0] * 36]
+    write_aspect(replay, "team_stats", rows)
+    output = tmp_path / "out"
+    plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
+                            stats=["resources_by_player", "player_collaboration"],
+                            skip_on_error=True)
+    pipeline.run([ReplaySource("r", str(replay))], plan, registry, client)
+    assert (output / "_errors" / "replay_id=r").exists()
+    assert (output / "player_collaboration" / "replay_id=r").exists()
+
+    _tiny_replay(replay)
+    plan = pipeline.RunPlan(output_dir=str(output), stats=["resources_by_player"])
+    [outcome] = pipeline.run([ReplaySource("r", str(replay))], plan, registry, client)
+
+    assert outcome.status == "done"
+    assert not (output / "_errors" / "replay_id=r").exists()
+    assert not (output / "player_collaboration" / "replay_id=r").exists()
+    assert not (output / "team_stats" / "replay_id=r").exists()
+    assert len(pd.read_parquet(output / "resources_by_player")) == 2

@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 STAGING_FOLDER = ".staging"
 MANIFEST_NAME = "_manifest.json"
 MANIFESTS_FOLDER = "_manifests"
+ERRORS_TABLE = "_errors"
 FAILURE_NAME = "_last_failure.json"
 
 _INVALID_ID = re.compile(r"[/\\\x00]")
@@ -98,8 +99,11 @@ class Staging:
     def commit(self, tables: list[str], manifest: dict) -> None:
         """Move every staged table into place, then write the manifest.
 
-        A table already committed for this replay is replaced. The manifest is written
-        last, so a replay whose manifest says ``complete`` has all its tables.
+        A table already committed for this replay is replaced, and tables of the
+        previous run of the replay that this run did not write (other stats, an old
+        ``_errors`` table) are removed, so the replay's output is replaced as a whole.
+        The manifest is written last, so a replay whose manifest says ``complete`` has
+        all its tables.
 
         Raises
         ------
@@ -107,7 +111,12 @@ class Staging:
             If a table cannot be moved.
         """
         manifest_path = self.manifest_path()
+        previous_tables = self._previous_tables() | {ERRORS_TABLE}
         try:
+            for table in sorted(previous_tables - set(tables)):
+                stale = self.final_path(table)
+                if self.fs.exists(stale):
+                    self.fs.rm(stale, recursive=True)
             if self.fs.exists(manifest_path):
                 # The previous manifest no longer describes the tables being replaced.
                 self.fs.rm(manifest_path)
@@ -124,6 +133,13 @@ class Staging:
                               f"failed: {exc}") from exc
         finally:
             self.discard()
+
+    def _previous_tables(self) -> set[str]:
+        try:
+            with self.fs.open(self.manifest_path(), "r") as stream:
+                return set(json.load(stream).get("tables", []))
+        except (OSError, ValueError):
+            return set()
 
     def manifest_path(self) -> str:
         """Return where the replay's manifest is committed."""

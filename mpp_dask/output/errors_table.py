@@ -7,10 +7,8 @@ import posixpath
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from mpp_dask.output.commit import Staging
+from mpp_dask.output.commit import ERRORS_TABLE, Staging
 from mpp_dask.reading.partitions import FileTally
-
-ERRORS_TABLE = "_errors"
 
 ERRORS_SCHEMA = pa.schema([
     ("aspect", pa.string()),
