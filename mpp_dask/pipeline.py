@@ -132,7 +132,7 @@ def _check_result_columns(stat: Stat, result: Any) -> dd.DataFrame:
 
 
 def _check_partition_counts(files: list[AspectFile], blocksize: int) -> None:
-    limit = int(settings.get("reading.max-partitions-per-file", default=100_000))
+    limit = int(settings.get("reading.max-partitions-per-file", default=20_000))
     for file in files:
         count = 1 if file.compression else len(plan_ranges(file.size, blocksize))
         if count > limit:

@@ -95,6 +95,7 @@ def test_skip_on_error_writes_errors_table(tmp_path):
                      "-s", "resources_by_player", "--skip-on-error", *CLUSTER)
     assert result.exit_code == 0, result.output
     assert "team_stats: 4 rows (2 invalid rows dropped)" in result.output
+    assert "1 replay: 1 done" in result.output
     kept = pd.read_parquet(output / "team_stats")
     assert kept[["frame", "team_id"]].values.tolist() == [[300, 0], [300, 1], [600, 0], [600, 1]]
 
@@ -149,3 +150,25 @@ def test_tiny_blocksize_on_large_file_rejected(tmp_path):
     assert result.exit_code == 2
     assert "into 176 partitions, more than the reading.max-partitions-per-file" in result.output
     assert not (tmp_path / "out" / "team_stats").exists()
+
+
+def test_output_inside_corpus_rejected(tmp_path):
+    corpus = tmp_path / "corpus"
+    write_aspect(corpus / "a", "team_stats", _team_stats_rows())
+    (corpus / "notes").mkdir()
+    result = _invoke("run", "-i", str(corpus), "-o", str(corpus / "out"), "--dry-run")
+    assert result.exit_code == 2
+    assert f"is inside the input folder {corpus}" in result.output
+
+    result = _invoke("run", "-i", str(corpus), "-o", str(tmp_path / "out"), "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "replay a " in result.output
+    assert "replay notes" not in result.output
+
+
+def test_output_that_is_a_file_rejected(tmp_path):
+    write_aspect(tmp_path / "in", "team_stats", _team_stats_rows())
+    (tmp_path / "afile").write_text("not a folder")
+    result = _invoke("run", "r", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "afile"))
+    assert result.exit_code == 2
+    assert "is an existing file; choose a folder" in result.output

@@ -196,7 +196,8 @@ def _print_summary(outcomes: list[pipeline.ReplayOutcome], output_dir: str) -> N
 
     counts = {status: sum(o.status == status for o in outcomes)
               for status in ("done", "skipped", "failed")}
-    click.echo(f"{len(outcomes)} replays: {counts['done']} done, {counts['skipped']} skipped "
+    noun = "replay" if len(outcomes) == 1 else "replays"
+    click.echo(f"{len(outcomes)} {noun}: {counts['done']} done, {counts['skipped']} skipped "
                f"(already complete), {counts['failed']} failed; output in {output_dir}")
     width = max(len("replay"), *(len(o.replay_id) for o in outcomes))
     click.echo(f"  {'replay':<{width}}  {'status':<7}  {'rows':>10}  {'seconds':>8}  error")
@@ -209,7 +210,8 @@ def _print_summary(outcomes: list[pipeline.ReplayOutcome], output_dir: str) -> N
     if len(outcomes) == 1:
         for name, count in outcomes[0].rows_per_aspect.items():
             dropped = sum(outcomes[0].dropped_rows.get(name, {}).values())
-            note = f" ({dropped} invalid rows dropped)" if dropped else ""
+            rows = "row" if dropped == 1 else "rows"
+            note = f" ({dropped} invalid {rows} dropped)" if dropped else ""
             click.echo(f"  {name}: {count} rows{note}")
 
 
@@ -227,9 +229,14 @@ def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_
     if replay_id is not None:
         validate_replay_id(replay_id)
     storage = storage_options()
+    if not any(character in input_dir for character in "*?[") and os.path.isdir(input_dir):
+        _check_output_outside_input(input_dir, output_dir)
     sources = resolve_replays(input_dir, replay_id, storage)
     for source in sources:
         _check_output_outside_input(source.urlpath, output_dir)
+    if "://" not in output_dir and os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ConfigError(f"the output folder {output_dir} is an existing file; choose a "
+                          "folder")
 
     all_plugin_dirs = [*settings.get("plugin-dirs", default=[]), *plugin_dirs]
     registry = build_registry(all_plugin_dirs)

@@ -92,8 +92,11 @@ def resolve_replays(urlpath: str, replay_id: str | None = None,
         if _holds_aspect_files(fs, path):
             sources = [ReplaySource(replay_id or _folder_name(path), _urlpath(fs, path))]
         else:
+            # Only sub-folders with aspect files are replays, so an output folder or
+            # notes beside the replays are not mistaken for empty replays.
             folders = [p for p in sorted(fs.ls(path, detail=False)) if fs.isdir(p)
-                       and not _folder_name(p).startswith((".", "_"))]
+                       and not _folder_name(p).startswith((".", "_"))
+                       and _holds_aspect_files(fs, p)]
             sources = [ReplaySource(_folder_name(p), _urlpath(fs, p)) for p in folders]
     else:
         raise ConfigError(f"input {urlpath} does not exist")
