@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import dask.config
 import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
 from helpers import pack_rows, write_aspect
 from mpp_dask.cli.main import cli
 
 CLUSTER = ["--n-workers", "1", "--dashboard-address", "127.0.0.1:0"]
+
+
+@pytest.fixture(autouse=True)
+def restore_dask_config():
+    """Undo settings that a --config file loads into the process-wide dask config."""
+    saved = copy.deepcopy(dask.config.config)
+    yield
+    dask.config.config.clear()
+    dask.config.config.update(saved)
 
 
 def _team_stats_rows(teams: int = 2) -> list:
