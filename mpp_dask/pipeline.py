@@ -170,7 +170,7 @@ def build_tables(plan: RunPlan, registry: Registry, replay: ReplayFiles
 
 @dataclass
 class _PreparedReplay:
-    """A replay whose lazy tables are built and staged, waiting for its computation."""
+    """Replay whose lazy tables are built and staged, waiting for its computation."""
 
     source: ReplaySource
     replay: ReplayFiles
@@ -320,7 +320,7 @@ def _shuffle_method(replay: ReplayFiles) -> str:
     """Return the shuffle method for the stats of a replay.
 
     Dask's peer-to-peer shuffle keeps memory bounded on large data but costs a
-    fixed set-up per shuffle that dominates small replays; the task-based shuffle
+    fixed set-up per shuffle that dominates small replays. The task-based shuffle
     is faster below the ``compute.p2p-shuffle-min-bytes`` setting.
     """
     method = settings.get("compute.shuffle-method", default="auto")

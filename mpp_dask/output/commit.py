@@ -53,7 +53,7 @@ def validate_replay_id(replay_id: str) -> str:
 
 @dataclass
 class Staging:
-    """Where one replay's tables are written before the commit."""
+    """Staging folder of one replay's tables, written before the commit."""
 
     fs: fsspec.AbstractFileSystem
     output_dir: str
@@ -99,9 +99,9 @@ class Staging:
     def commit(self, tables: list[str], manifest: dict) -> None:
         """Move every staged table into place, then write the manifest.
 
-        A table already committed for this replay is replaced, and tables of the
-        previous run of the replay that this run did not write (other stats, an old
-        ``_errors`` table) are removed, so the replay's output is replaced as a whole.
+        A table already committed for this replay is replaced. Tables of the previous
+        run of the replay that this run did not write (other stats, an old ``_errors``
+        table) are removed, so the replay's output is replaced as a whole.
         The manifest is written last, so a replay whose manifest says ``complete`` has
         all its tables.
 

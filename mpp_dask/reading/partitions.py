@@ -26,7 +26,7 @@ MAX_KEPT_PROBLEMS = 1000
 
 @dataclass
 class FileTally:
-    """What the chain knows after a range: where the next row starts, and running totals.
+    """State of the chain after a range: where the next row starts, and running totals.
 
     ``next_start`` is None after bad bytes were skipped up to the end of a range
     without finding a row start. The next row start is then the first candidate row
@@ -74,7 +74,7 @@ def confirm_range(decoded: DecodedRange, previous: FileTally, *, urlpath: str,
     Raises
     ------
     DecodeError
-        If the range holds invalid rows and ``skip_on_error`` is false.
+        If the range contains invalid rows and ``skip_on_error`` is false.
     FrameOrderError
         If frames decrease inside the range or from the previous range to this one.
     """

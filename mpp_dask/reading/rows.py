@@ -27,7 +27,7 @@ from mpp_dask.schema import ASPECTS, Aspect, RawType
 # wrong proposals (each costs one re-decode) but a longer scan at every boundary.
 CANDIDATE_ROWS = 8
 
-# No field of any aspect holds long strings; the limit makes a corrupt length
+# No field of any aspect contains long strings; the limit makes a corrupt length
 # header fail at once instead of waiting for gigabytes of payload.
 MAX_STR_BYTES = 1 << 20
 
