@@ -199,7 +199,7 @@ def parquet_ready(frame: dd.DataFrame) -> tuple[dd.DataFrame, pa.Schema | str]:
     """Return the frame to write and the Parquet schema to write it with.
 
     List columns held as ``pd.ArrowDtype`` are written as object columns under an
-    explicit ``list<...>`` schema: the pandas metadata of an ArrowDtype list column
+    explicit ``list<...>`` schema. The pandas metadata of an ArrowDtype list column
     names a dtype that ``pandas.read_parquet`` (pandas 3.1) fails to parse, while
     an object column reads back as arrays.
     """

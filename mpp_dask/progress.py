@@ -17,7 +17,7 @@ logger = logging.getLogger("mpp_dask")
 CLEAR_LINE = "\r\33[2K"
 
 
-def bar_wanted(disabled: bool, stream: TextIO = sys.stderr) -> bool:
+def should_draw_bar(disabled: bool, stream: TextIO = sys.stderr) -> bool:
     """Return whether to draw a progress bar: only on a terminal ``stream``, unless ``disabled``."""
     if disabled:
         return False

@@ -135,7 +135,7 @@ class Aspect(BaseModel):
 
     @cached_property
     def min_row_length(self) -> int:
-        """Fewest elements a valid row has: every field up to the last non-null one."""
+        """Minimum elements of a valid row: every field up to the last non-nullable one."""
         required = [i for i, f in enumerate(self.fields) if not f.nullable]
         return required[-1] + 1 if required else 0
 

@@ -64,8 +64,9 @@ def test_broken_plugin_is_named_and_others_load(tmp_path, plugin_dir):
         registry = build_registry([plugin_dir])
 
     messages = [str(w.message) for w in caught]
-    assert any("broken.py failed to load" in m and "this plugin is broken" in m
-               for m in messages)
+    broken = [m for m in messages if "broken.py failed to load" in m]
+    assert len(broken) == 1
+    assert "this plugin is broken" in broken[0]
     assert any("not_a_stat.py failed to load" in m for m in messages)
     assert "units_lost" in registry
     assert "resources_by_player" in registry

@@ -132,7 +132,8 @@ def test_corpus_summary_lists_failures(tmp_path):
     assert "3 replays: 2 done, 0 skipped (already complete), 1 failed" in result.output
     broken_line = next(line for line in result.output.splitlines()
                        if line.strip().startswith("broken"))
-    assert "failed" in broken_line and "truncated row" in broken_line
+    assert "failed" in broken_line
+    assert "truncated row" in broken_line
 
 
 def test_list_file_names_replays(tmp_path):

@@ -17,7 +17,7 @@ from mpp_dask.cluster import check_storage_reachable, options_from_settings
 from mpp_dask.errors import ConfigError, MppDaskError
 from mpp_dask import pipeline
 from mpp_dask.output.commit import validate_replay_id
-from mpp_dask.progress import bar_wanted
+from mpp_dask.progress import should_draw_bar
 from mpp_dask.reading.replays import resolve_replays
 from mpp_dask.reading.ranges import normalize_blocksize
 from mpp_dask.schema import ASPECTS
@@ -155,7 +155,7 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
                                         quiet_worker_logs=log_level.upper() != "DEBUG")
         check_storage_reachable([plan.output_dir, *(s.urlpath for s in sources)], options)
         outcomes = run_on_cluster(sources, plan, registry, options,
-                                  show_progress=bar_wanted(no_progress),
+                                  show_progress=should_draw_bar(no_progress),
                                   report_path=check_report_path(performance_report))
     except MppDaskError as exc:
         _fail(exc)

@@ -102,7 +102,7 @@ class Staging:
         A table already committed for this replay is replaced. Tables of the previous
         run of the replay that this run did not write (other stats, an old ``_errors``
         table) are removed, so the replay's output is replaced as a whole.
-        The manifest is written last, so a replay whose manifest says ``complete`` has
+        The manifest is written last, so a replay whose manifest has status ``complete`` has
         all its tables.
 
         Raises
@@ -180,11 +180,11 @@ def read_manifest(output_urlpath: str, replay_id: str,
 
 def write_failure_manifest(output_urlpath: str, replay_id: str, manifest: dict,
                            storage_options: dict | None = None) -> str:
-    """Record a failed run of a replay and return where.
+    """Record a failed run of a replay and return the path of the record.
 
     The failure becomes the replay's manifest unless a complete output of the replay
-    exists; then it goes beside it as ``_last_failure.json`` and the good output and
-    its manifest stay as they are.
+    exists. In that case it is written beside it as ``_last_failure.json``, and the
+    good output and its manifest stay as they are.
     """
     fs, folder = _manifest_location(output_urlpath, replay_id, storage_options)
     previous = read_manifest(output_urlpath, replay_id, storage_options)
