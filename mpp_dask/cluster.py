@@ -31,7 +31,6 @@ from mpp_dask import preflight, settings
 from mpp_dask.errors import ClusterError, ConfigError
 from mpp_dask.local_workers import LocalWorkerSetup
 from mpp_dask.plugin_shipping import ship_plugins
-from mpp_dask.quiet_logs import NOISY_LOGGERS
 
 logger = logging.getLogger(__name__)
 
@@ -325,8 +324,7 @@ def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
         if deferred.interrupted:
             raise KeyboardInterrupt
         client = Client(cluster)
-        levels = NOISY_LOGGERS if options.quiet_worker_logs else {}
-        client.register_plugin(LocalWorkerSetup(levels))
+        client.register_plugin(LocalWorkerSetup(quiet=options.quiet_worker_logs))
     except BaseException:
         cluster.close()
         raise
