@@ -13,14 +13,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import dask.config
+from dask.system import CPU_COUNT
 from dask.utils import parse_bytes, parse_timedelta
 from distributed import Client, LocalCluster
 from distributed.comm import connect as connect_comm
@@ -52,7 +54,9 @@ class ClusterOptions:
     memory_limit: str | int | float | None = "auto"
     dashboard_address: str | None = "127.0.0.1:8787"
     dashboard_port_explicit: bool = False
-    processes: bool = True
+    # None: decided by the size of the input, see choose_worker_kind.
+    processes: bool | None = True
+    process_workers_min_bytes: int = 64 * 2**20
     connect_timeout: float = 10.0
     preflight: bool = True
     quiet_worker_logs: bool = True
@@ -126,6 +130,26 @@ def _seconds(key: str) -> float:
     return seconds
 
 
+def _processes() -> bool | None:
+    value = settings.get("cluster.processes", default="auto")
+    if value == "auto":
+        return None
+    if not isinstance(value, bool):
+        raise ConfigError(f"invalid setting mpp-dask.cluster.processes: {value!r} (from "
+                          f"{settings.source_of('mpp-dask.cluster.processes')}); expected "
+                          "true, false or auto")
+    return value
+
+
+def _bytes(key: str) -> int:
+    value = settings.get(key)
+    try:
+        return parse_bytes(value)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid setting mpp-dask.{key}: {value!r}, expected bytes such "
+                          "as '64 MiB'") from exc
+
+
 def options_from_settings(local: bool = False, quiet_worker_logs: bool = True
                           ) -> ClusterOptions:
     """Return the cluster options of a run from the effective settings.
@@ -145,11 +169,43 @@ def options_from_settings(local: bool = False, quiet_worker_logs: bool = True
         memory_limit=_memory_limit(),
         dashboard_address=settings.get("cluster.dashboard-address") or None,
         dashboard_port_explicit=not dashboard_source.startswith("default file"),
-        processes=bool(settings.get("cluster.processes", default=True)),
+        processes=_processes(),
+        process_workers_min_bytes=_bytes("cluster.process-workers-min-bytes"),
         connect_timeout=_seconds("cluster.connect-timeout"),
         preflight=bool(settings.get("cluster.preflight", default=True)),
         quiet_worker_logs=quiet_worker_logs,
     )
+
+
+def choose_worker_kind(options: ClusterOptions, input_bytes: Callable[[int], int]
+                       ) -> ClusterOptions:
+    """Return ``options`` with the kind of LocalCluster workers decided.
+
+    With ``processes`` left to the input size (``None``), a LocalCluster runs its
+    workers as threads of the run's process when the aspect files total less than
+    ``process_workers_min_bytes``. Starting and stopping worker processes costs
+    about two seconds, more than the work of a small replay, and a small replay's
+    data fits in one process.
+
+    Parameters
+    ----------
+    options : ClusterOptions
+        The options from the settings.
+    input_bytes : callable
+        Called with a limit, returns the input's aspect bytes, or any number at
+        least that limit once the total reaches it (so a corpus need not be
+        listed to its end).
+    """
+    if options.processes is not None:
+        return options
+    if options.is_remote:
+        return dataclasses.replace(options, processes=True)
+
+    limit = options.process_workers_min_bytes
+    small = input_bytes(limit) < limit
+    logger.debug("input is %s than %d bytes: %s", "smaller" if small else "not smaller",
+                 limit, "thread workers" if small else "worker processes")
+    return dataclasses.replace(options, processes=not small)
 
 
 def check_storage_reachable(urlpaths: list[str], options: ClusterOptions) -> None:
@@ -295,9 +351,15 @@ class _DeferredInterrupt:
 def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
     dashboard = resolve_dashboard_address(options.dashboard_address,
                                           options.dashboard_port_explicit)
+    processes = options.processes is not False
+    n_workers = options.n_workers
+    if n_workers is None and not processes:
+        # As many thread workers as LocalCluster would start processes; on its own it
+        # starts a single thread worker.
+        n_workers = max(1, CPU_COUNT // (options.threads_per_worker or 1))
     # Worker processes talk over TCP on the loopback interface. Thread workers use
     # distributed's in-process transport, whose addresses take no host.
-    cluster_kwargs: dict = {"host": "127.0.0.1"} if options.processes else {}
+    cluster_kwargs: dict = {"host": "127.0.0.1"} if processes else {}
     if dashboard is None:
         # Without a dashboard the scheduler still serves health and metrics pages,
         # by default on port 8787 of the scheduler's host. A free loopback port keeps
@@ -307,11 +369,11 @@ def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
     try:
         with deferred:
             cluster = LocalCluster(
-                n_workers=options.n_workers,
+                n_workers=n_workers,
                 threads_per_worker=options.threads_per_worker,
                 memory_limit=options.memory_limit,
                 dashboard_address=dashboard,
-                processes=options.processes,
+                processes=processes,
                 **cluster_kwargs,
             )
     except (OSError, TimeoutError, ValueError, RuntimeError) as exc:

@@ -13,12 +13,12 @@ from mpp_dask import __version__, settings
 from mpp_dask.cli.config_command import config_command, warn_about_settings
 from mpp_dask.cli.run_on_cluster import (check_report_path, merge_storage_options,
                                          run_on_cluster, storage_options)
-from mpp_dask.cluster import check_storage_reachable, options_from_settings
+from mpp_dask.cluster import check_storage_reachable, choose_worker_kind, options_from_settings
 from mpp_dask.errors import ConfigError, MppDaskError
 from mpp_dask import pipeline
 from mpp_dask.output.commit import validate_replay_id
 from mpp_dask.progress import should_draw_bar
-from mpp_dask.reading.replays import resolve_replays
+from mpp_dask.reading.replays import aspect_bytes, resolve_replays
 from mpp_dask.reading.ranges import normalize_blocksize
 from mpp_dask.schema import ASPECTS
 from mpp_dask.stats.registry import build_registry
@@ -153,6 +153,8 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
             return
         options = options_from_settings(local=local,
                                         quiet_worker_logs=log_level.upper() != "DEBUG")
+        options = choose_worker_kind(
+            options, lambda limit: aspect_bytes(sources, plan.storage_options, limit))
         check_storage_reachable([plan.output_dir, *(s.urlpath for s in sources)], options)
         outcomes = run_on_cluster(sources, plan, registry, options,
                                   show_progress=should_draw_bar(no_progress),

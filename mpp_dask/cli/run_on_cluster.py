@@ -119,9 +119,11 @@ def run_on_cluster(sources: list[ReplaySource], plan: pipeline.RunPlan, registry
     with contextlib.ExitStack() as stack:
         started = time.perf_counter()
         client = stack.enter_context(connect(options))
-        logger.info("stage cluster: %s with %d workers ready in %.1f s",
+        logger.info("stage cluster: %s with %d %s ready in %.1f s",
                     "remote scheduler" if options.is_remote else "local cluster",
-                    _worker_count(client), time.perf_counter() - started)
+                    _worker_count(client),
+                    "thread workers" if options.processes is False else "workers",
+                    time.perf_counter() - started)
         link = dashboard_link(client, options)
         if link:
             click.echo(f"Dask dashboard: {link}", err=True)

@@ -115,3 +115,26 @@ def resolve_replays(urlpath: str, replay_id: str | None = None,
     if duplicates:
         raise ConfigError(f"replay ids are not unique: {', '.join(duplicates)}")
     return sources
+
+
+def aspect_bytes(sources: list[ReplaySource], storage_options: dict | None, limit: int) -> int:
+    """Return the total size of the aspect files of ``sources``, counted up to ``limit``.
+
+    Listing stops at the first replay that brings the total to ``limit`` or more,
+    so a large corpus costs a few listings. Folders that cannot be listed count
+    as empty; the run reports them when it reads them.
+    """
+    suffixes = (ASPECT_SUFFIX, *(ASPECT_SUFFIX + s for s in COMPRESSED_SUFFIXES))
+    total = 0
+    for source in sources:
+        try:
+            fs, path = fsspec.core.url_to_fs(source.urlpath, **(storage_options or {}))
+            listing = fs.ls(path, detail=True)
+        except OSError:
+            continue
+
+        total += sum(info.get("size") or 0 for info in listing
+                     if info.get("type") == "file" and info["name"].endswith(suffixes))
+        if total >= limit:
+            break
+    return total
