@@ -434,6 +434,7 @@ def _manifest(plan: RunPlan, item: _PreparedReplay, tallies: dict[str, FileTally
         "python": platform.python_version(),
         "input_dir": item.source.urlpath,
         "tables": list(item.tables),
+        "computed_stats": [name for name in item.tables if name not in ASPECTS],
         "skipped": item.skipped,
         "rows_per_aspect": {name: tally.rows_kept for name, tally in tallies.items()},
         "dropped_rows": {name: dict(tally.dropped) for name, tally in tallies.items()
@@ -443,6 +444,7 @@ def _manifest(plan: RunPlan, item: _PreparedReplay, tallies: dict[str, FileTally
         "settings": {
             "blocksize": plan.blocksize,
             "skip_on_error": plan.skip_on_error,
+            # As asked on the command line; [] means the default stats.
             "stats": plan.stats,
             "streams": plan.streams,
             "compression": plan.compression,

@@ -117,6 +117,21 @@ def test_manifest_records_inputs_and_rows(tmp_path, client, registry):
     assert not (output / ".staging").exists()
 
 
+def test_manifest_names_default_stats(tmp_path, client, registry):
+    replay = _tiny_replay(tmp_path / "in" / "r1")
+    output = tmp_path / "out"
+    plan = pipeline.RunPlan(output_dir=str(output))
+    pipeline.run([ReplaySource("r1", str(replay))], plan, registry, client)
+
+    manifest = json.loads((output / "_manifests" / "r1" / "_manifest.json").read_text())
+    # The replay has only team_stats: the default stats that read nothing else run.
+    assert sorted(manifest["computed_stats"]) == ["player_collaboration",
+                                                  "player_economic_efficiency",
+                                                  "resources_by_player"]
+    assert manifest["settings"]["stats"] == []
+    assert "damage_by_unit_def" in manifest["skipped"]
+
+
 def test_rerun_replaces_only_that_replay(tmp_path, client, registry):
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
