@@ -1,3 +1,3 @@
-from mpp_dask.cli.main import cli
+from mpp_dask.cli.entry import main
 
-cli()
+main()

@@ -101,3 +101,19 @@ def test_many_short_runs_exit_promptly(tmp_path):
 
     print(f"{LOOP_RUNS} runs: {sum(durations):.1f} s in total, "
           f"{min(durations):.1f} to {max(durations):.1f} s each")
+
+
+@pytest.mark.parametrize("delay", [0.2, 0.5])
+def test_interrupt_during_start_up(tmp_path, delay):
+    # Importing dask, distributed and pandas takes about a second, so the signal
+    # arrives while the command is still starting.
+    process = subprocess.Popen([MPP_DASK, "list-stats"], stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(delay)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+
+    assert "Traceback" not in stderr
+    # 0 when the command had finished; -SIGINT when the signal came before
+    # Python set up its handler.
+    assert process.returncode in (EXIT_INTERRUPTED, 0, -signal.SIGINT), stderr

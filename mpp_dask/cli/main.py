@@ -11,6 +11,7 @@ import click
 
 from mpp_dask import __version__, settings
 from mpp_dask.cli.config_command import config_command, warn_about_settings
+from mpp_dask.cli.entry import EXIT_INTERRUPTED
 from mpp_dask.cli.run_on_cluster import (check_report_path, merge_storage_options,
                                          run_on_cluster, storage_options)
 from mpp_dask.cluster import check_storage_reachable, choose_worker_kind, options_from_settings
@@ -25,7 +26,6 @@ from mpp_dask.stats.registry import build_registry
 
 logger = logging.getLogger("mpp_dask")
 
-EXIT_INTERRUPTED = 130
 EXIT_SOME_FAILED = 1
 
 
