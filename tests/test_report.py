@@ -218,7 +218,7 @@ def test_report_reads_file_url(full_output, tmp_path):
     assert set(inputs.tables) == {section.table for section in SECTIONS} | {"start_pos"}
 
 
-def test_start_pos_decoded_from_replay_when_not_streamed(partial_output):
+def test_start_pos_read_from_replay_file(partial_output):
     _, inputs = write_report(str(partial_output), "synthetic")
 
     assert inputs.start_pos_source == "the replay's start_pos aspect file"
@@ -226,7 +226,7 @@ def test_start_pos_decoded_from_replay_when_not_streamed(partial_output):
                                                         for team in range(TEAMS)]
 
 
-def test_unreachable_replay_files_fall_back_to_ids(client, generated_replay, tmp_path):
+def test_missing_replay_files_use_ids(client, generated_replay, tmp_path):
     replay = tmp_path / "replay"
     shutil.copytree(generated_replay, replay)
     output = _run(client, replay, tmp_path / "out", "copy", stats=["damage_by_unit_def"])
@@ -244,6 +244,22 @@ def test_unreachable_replay_files_fall_back_to_ids(client, generated_replay, tmp
     html = Path(target).read_text(encoding="utf-8")
     assert "unit def " in html
     assert "No table of this output and no replay file names a player." in html
+
+
+def test_empty_tables_show_notes(client, generated_replay, tmp_path):
+    replay = tmp_path / "replay"
+    shutil.copytree(generated_replay, replay)
+    (replay / "damage_log.mpk").write_bytes(b"")
+    output = _run(client, replay, tmp_path / "out", "quiet",
+                  stats=["damage_by_unit_def", "combat_engagement_summary"])
+
+    target, inputs = write_report(str(output), "quiet")
+
+    assert inputs.tables["damage_by_unit_def"].empty
+    html = Path(target).read_text(encoding="utf-8")
+    assert "Not shown: the damage_by_unit_def table of this replay has no rows." in html
+    assert ("Not shown: the combat_engagement_summary table of this replay has no rows."
+            in html)
 
 
 # The command line.

@@ -83,8 +83,8 @@ def load_inputs(output_urlpath: str, replay_id: str, columns: dict[str, list[str
     validate_replay_id(replay_id)
     fs, output_dir = fsspec.core.url_to_fs(output_urlpath, **(storage_options or {}))
     if not fs.isdir(output_dir):
-        raise ConfigError(f"output folder {output_urlpath} not found; pass the folder given "
-                          "as -o to 'mpp-dask run'")
+        raise ConfigError(f"output folder {output_urlpath} not found or not a folder; pass "
+                          "the folder given as -o to 'mpp-dask run'")
 
     manifest = _complete_manifest(fs, output_urlpath, output_dir, replay_id, storage_options)
     inputs = ReportInputs(replay_id, output_urlpath, manifest)

@@ -8,7 +8,6 @@ figures.
 
 from __future__ import annotations
 
-import html
 import logging
 import posixpath
 from collections.abc import Callable

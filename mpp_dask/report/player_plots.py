@@ -183,8 +183,8 @@ def crisis_response_figure(crisis: pd.DataFrame, roster: Roster):
     """Draw a box plot of each player's crisis response times on a log scale.
 
     Boxes span the quartiles with a line at the median, and whiskers reach the 5th
-    and 95th percentiles. The axis is logarithmic because most responses take
-    about a second and a few take minutes. A response in the crisis's own frame
+    and 95th percentiles. The axis is logarithmic because the median response in
+    the example replay is under a second while a few responses take minutes. A response in the crisis's own frame
     (0 s) is drawn at one frame, 1/30 s, which the log axis can show. The hover
     shows the exact values and the maximum.
     """

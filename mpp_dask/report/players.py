@@ -88,16 +88,15 @@ def build_roster(team_ids, start_pos: pd.DataFrame | None, game_meta: dict | Non
     factions: dict[int, str] = {}
     roster = Roster()
 
-    # NOTE: start_pos player_id is taken to be the team id, as it is in the real
-    # example and the synthetic replays; real exports where the two differ would
-    # show start_pos names on the wrong teams.
     for ally_team in (game_meta or {}).get("AllyTeams", []) or []:
+        if not isinstance(ally_team, dict):
+            continue
         ally_id = int(ally_team.get("allyTeamId", NO_ALLY_TEAM))
         roster.ally_teams_known = True
         if ally_team.get("winningTeam"):
             roster.winning_ally_teams.add(ally_id)
         for entry in ally_team.get("Players", []) or []:
-            if "teamId" not in entry:
+            if not isinstance(entry, dict) or "teamId" not in entry:
                 continue
             team_id = int(entry["teamId"])
             ally_of[team_id] = ally_id
@@ -106,6 +105,9 @@ def build_roster(team_ids, start_pos: pd.DataFrame | None, game_meta: dict | Non
             if entry.get("faction"):
                 factions[team_id] = str(entry["faction"])
     if start_pos is not None:
+        # NOTE: start_pos player_id is taken to be the team id, as in the real example
+        # and the synthetic replays. An export where the two differ would show start_pos
+        # names on the wrong teams.
         for team_id, name in zip(start_pos["player_id"], start_pos["player_name"]):
             if isinstance(name, str) and name:
                 names[int(team_id)] = name
