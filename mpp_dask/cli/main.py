@@ -12,6 +12,7 @@ import click
 from mpp_dask import __version__, settings
 from mpp_dask.cli.config_command import config_command, warn_about_settings
 from mpp_dask.cli.entry import EXIT_INTERRUPTED
+from mpp_dask.cli.report_command import report_command
 from mpp_dask.cli.run_on_cluster import (check_report_path, merge_storage_options,
                                          run_on_cluster, storage_options)
 from mpp_dask.cluster import check_storage_reachable, choose_worker_kind, options_from_settings
@@ -302,3 +303,4 @@ def generate(out_dir: str, minutes: float, teams: int, seed: int,
 
 
 cli.add_command(config_command)
+cli.add_command(report_command)
