@@ -1,4 +1,4 @@
-"""One run: from a replay folder to committed Parquet tables and a manifest.
+"""One run: from a replay folder to committed tables (Parquet and other formats) and a manifest.
 
 Every requested stat and stream of a replay is built on the same lazy aspect frames
 and computed in one call, so each aspect file is decoded once per run. Nothing here
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import posixpath
 import time
 import warnings
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from mpp_dask.errors import ConfigError, MppDaskError, SchemaError
 from mpp_dask.output.commit import (Staging, read_manifest, validate_replay_id,
                                     write_failure_manifest)
 from mpp_dask.output.errors_table import ERRORS_TABLE, write_errors_table
+from mpp_dask.output.formats import PARQUET, file_name, format_writes
 from mpp_dask.reading.discover import AspectFile, ReplayFiles, discover_replay
 from mpp_dask.reading.frames import AspectFrame, read_aspect, tally_from_frame
 from mpp_dask.reading.partitions import FileTally
@@ -57,6 +59,7 @@ class RunPlan:
     storage_options: dict = field(default_factory=dict)
     fail_fast: bool = False
     force_reprocess: bool = False
+    output_formats: list[str] = field(default_factory=lambda: [PARQUET])
 
 
 @dataclass
@@ -184,15 +187,34 @@ class _PreparedReplay:
     futures: list = field(default_factory=list)
 
     def collections(self, plan: RunPlan) -> list:
-        """Return the Parquet writes and the decode tallies, to compute together."""
+        """Return the writes of every table in every format, then the decode tallies.
+
+        Everything is computed together, so each aspect is decoded once.
+        """
         writes = []
+        other_formats = [name for name in plan.output_formats if name != PARQUET]
         for name, frame in self.tables.items():
-            frame, schema = parquet_ready(frame)
-            writes.append(frame.to_parquet(
-                self.staging.table_urlpath(name), write_index=False, compute=False,
-                compression=plan.compression, storage_options=plan.storage_options,
-                write_metadata_file=False, name_function=part_file_name, schema=schema))
+            if PARQUET in plan.output_formats:
+                writes.append(self._parquet_write(plan, name, frame))
+            if other_formats:
+                writes.append(format_writes(
+                    frame, table=name, replay_id=self.source.replay_id,
+                    output_formats=other_formats,
+                    file_urlpaths={
+                        output_format: posixpath.join(
+                            self.staging.table_urlpath(name, output_format),
+                            file_name(name, output_format))
+                        for output_format in other_formats},
+                    chunk_urlpath=self.staging.chunk_urlpath(name),
+                    storage_options=plan.storage_options))
         return [*writes, *(aspect_frame.tally for aspect_frame in self.aspect_frames.values())]
+
+    def _parquet_write(self, plan: RunPlan, name: str, frame: dd.DataFrame) -> Any:
+        frame, schema = parquet_ready(frame)
+        return frame.to_parquet(
+            self.staging.table_urlpath(name), write_index=False, compute=False,
+            compression=plan.compression, storage_options=plan.storage_options,
+            write_metadata_file=False, name_function=part_file_name, schema=schema)
 
 
 def parquet_ready(frame: dd.DataFrame) -> tuple[dd.DataFrame, pa.Schema | str]:
@@ -348,14 +370,21 @@ def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> Repl
             raise MppDaskError(f"replay {replay_id}: computing its tables failed: "
                                f"{type(exc).__name__}: {exc}") from exc
 
+        # The tallies are the last results, after the writes of every table and format.
+        tally_results = results[len(results) - len(item.aspect_frames):]
         tallies = {name: tally_from_frame(frame) for name, frame
-                   in zip(item.aspect_frames, results[len(item.tables):])}
-        manifest = _manifest(plan, item, tallies)
+                   in zip(item.aspect_frames, tally_results)}
         tables = list(item.tables)
-        if write_errors_table(item.staging, tallies):
+        if write_errors_table(item.staging, tallies, plan.output_formats):
             tables.append(ERRORS_TABLE)
-        item.staging.commit(tables, manifest)
+        manifest = _manifest(plan, item, tallies)
+        manifest["files"] = item.staging.staged_files(tables, plan.output_formats)
+        item.staging.commit(tables, manifest, plan.output_formats)
     except MppDaskError as exc:
+        if client is not None:
+            # Tasks of the replay that have not started yet would only write into
+            # the staging folder that is removed next.
+            client.cancel(item.futures)
         item.staging.discard()
         outcome = _failed(item.source, exc, item.started, plan)
         if plan.fail_fast:
@@ -414,6 +443,7 @@ def _fingerprint(plan: RunPlan, replay: ReplayFiles, tables: dict[str, dd.DataFr
         "blocksize": plan.blocksize,
         "skip_on_error": plan.skip_on_error,
         "compression": plan.compression,
+        "output_formats": sorted(plan.output_formats),
     }
 
 
@@ -435,6 +465,7 @@ def _manifest(plan: RunPlan, item: _PreparedReplay, tallies: dict[str, FileTally
         "input_dir": item.source.urlpath,
         "tables": list(item.tables),
         "computed_stats": [name for name in item.tables if name not in ASPECTS],
+        "formats": list(plan.output_formats),
         "skipped": item.skipped,
         "rows_per_aspect": {name: tally.rows_kept for name, tally in tallies.items()},
         "dropped_rows": {name: dict(tally.dropped) for name, tally in tallies.items()
@@ -448,6 +479,7 @@ def _manifest(plan: RunPlan, item: _PreparedReplay, tallies: dict[str, FileTally
             "stats": plan.stats,
             "streams": plan.streams,
             "compression": plan.compression,
+            "output_formats": plan.output_formats,
         },
         "fingerprint": item.fingerprint,
         "seconds": round(time.perf_counter() - item.started, 3),
@@ -481,6 +513,7 @@ def describe_plan(sources: list[ReplaySource], plan: RunPlan, registry: Registry
             "ignored_files": replay.ignored_files,
             "stats": [stat.name for stat in stats],
             "streams": streams,
+            "output_formats": plan.output_formats,
             "skipped": skipped,
         })
     return described

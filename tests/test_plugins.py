@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from helpers import read_frames, write_aspect
 from mpp_dask.cli.main import cli
-from mpp_dask.stats.registry import PluginWarning, build_registry
+from mpp_dask.errors import ConfigError
+from mpp_dask.stats.registry import PluginWarning, Stat, build_registry
 
 DOCS_EXAMPLES = Path(__file__).resolve().parents[1] / "docs" / "examples"
 
@@ -132,3 +133,9 @@ def test_plugin_runs_through_cli(tmp_path, plugin_dir):
     assert result.exit_code == 0, result.output
     table = pd.read_parquet(output / "units_lost")
     assert table[["player_id", "minute", "units_lost"]].values.tolist() == [[2, 0, 1]]
+
+
+def test_stat_name_with_underscore_rejected():
+    with pytest.raises(ConfigError, match="starts with '_', which is reserved"):
+        Stat(name="_formats", description="", aspects=("team_stats",),
+             build=lambda frames, params: frames["team_stats"])

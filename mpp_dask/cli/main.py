@@ -19,6 +19,7 @@ from mpp_dask.cluster import check_storage_reachable, choose_worker_kind, option
 from mpp_dask.errors import ConfigError, MppDaskError
 from mpp_dask import pipeline
 from mpp_dask.output.commit import validate_replay_id
+from mpp_dask.output.formats import OUTPUT_FORMATS, resolve_output_formats
 from mpp_dask.progress import should_draw_bar
 from mpp_dask.reading.replays import aspect_bytes, resolve_replays
 from mpp_dask.reading.ranges import normalize_blocksize
@@ -72,7 +73,16 @@ def cli() -> None:
               help="A replay folder of <aspect>.mpk files, a folder of replay folders, a glob "
                    "of replay folders, or a text file listing replay folders (path or URL).")
 @click.option("--output-dir", "-o", required=True, type=str,
-              help="Output folder; each table is written to <output-dir>/<table>/replay_id=<id>/.")
+              help="Output folder; each table is written to <output-dir>/<table>/replay_id=<id>/ "
+                   "as Parquet, and to <output-dir>/_formats/<format>/<table>/replay_id=<id>/ "
+                   "in the other formats.")
+@click.option("--output-format", "output_formats", multiple=True,
+              type=click.Choice(OUTPUT_FORMATS),
+              help="Format to write every table in (repeatable). parquet: a hive-partitioned "
+                   "dataset per table. jsonl-gzip, msgpack-gzip, csv: one <table>.jsonl.gz, "
+                   "<table>.msgpack.gz or <table>.csv file per table and replay under "
+                   "<output-dir>/_formats/<format>/.  [default: output.formats setting, "
+                   "parquet]")
 @click.option("--compute-stat", "-s", "stats", multiple=True,
               help="Stat to compute (repeatable). Default: every default stat.")
 @click.option("--stream", "-u", "streams", multiple=True,
@@ -124,12 +134,13 @@ def cli() -> None:
               default="INFO", show_default=True, help="Logging level.")
 def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str, ...],
         streams: tuple[str, ...], blocksize: str | None, skip_on_error: bool | None,
+        output_formats: tuple[str, ...],
         fail_fast: bool, force_reprocess: bool, dry_run: bool, plugin_dirs: tuple[str, ...],
         scheduler_address: str | None, local: bool, n_workers: int | None,
         threads_per_worker: int | None, memory_limit: str | None,
         dashboard_address: str | None, storage_options: str | None, no_progress: bool,
         performance_report: str | None, config_file: str | None, log_level: str) -> None:
-    """Compute stats and streams of one or many replays and write them as Parquet.
+    """Compute stats and streams of one or many replays and write them in the output formats.
 
     REPLAY_ID names the output of a single replay folder; without it each replay is
     named after its folder.
@@ -149,6 +160,7 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
         plan, sources, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
                                             blocksize, skip_on_error, plugin_dirs, fail_fast,
                                             force_reprocess)
+        plan.output_formats = _output_formats(output_formats)
         if dry_run:
             _print_dry_run(pipeline.describe_plan(sources, plan, registry))
             return
@@ -184,6 +196,7 @@ def _print_dry_run(described: list[dict]) -> None:
                        f"{', '.join(replay['unknown_aspect_files'])}")
         click.echo(f"  stats: {', '.join(replay['stats']) or 'none'}")
         click.echo(f"  streams: {', '.join(replay['streams']) or 'none'}")
+        click.echo(f"  output formats: {', '.join(replay['output_formats'])}")
         for name, reason in replay["skipped"].items():
             click.echo(f"  would skip {name}: {reason}")
 
@@ -252,6 +265,17 @@ def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_
                             storage_options=storage,
                             fail_fast=fail_fast, force_reprocess=force_reprocess)
     return plan, sources, registry
+
+
+def _output_formats(requested: tuple[str, ...]) -> list[str]:
+    """Return the formats of ``--output-format``, or else of the output.formats setting."""
+    if requested:
+        return resolve_output_formats(requested)
+    try:
+        return resolve_output_formats(settings.get("output.formats", default=["parquet"]))
+    except ConfigError as exc:
+        raise ConfigError(f"invalid setting mpp-dask.output.formats (from "
+                          f"{settings.source_of('mpp-dask.output.formats')}): {exc}") from exc
 
 
 @cli.command("list-stats")

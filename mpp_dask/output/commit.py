@@ -1,10 +1,12 @@
 """Stage a replay's tables, then move them into place only when all succeeded.
 
-Tables are written under ``<output-dir>/.staging/<replay_id>-<run token>/<table>/``.
-Only after every table of the replay was written does :func:`commit_replay` move
-each one to ``<output-dir>/<table>/replay_id=<replay_id>/`` and write the replay's
-manifest. A failed run removes its staging folder and leaves the previous output
-of the replay untouched.
+Tables are written under ``<output-dir>/.staging/<replay_id>-<run token>/``, in the
+same layout as the output. Only after every table of the replay was written in every
+output format does :meth:`Staging.commit` move each one into place and write the
+replay's manifest. Parquet tables go to ``<output-dir>/<table>/replay_id=<replay_id>/``
+and the other formats to ``<output-dir>/_formats/<format>/<table>/replay_id=<replay_id>/``.
+A failed run removes its staging folder and leaves the previous output of the replay
+untouched.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import logging
 import posixpath
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import fsspec
 
 from mpp_dask.errors import ConfigError, OutputError
+from mpp_dask.output.formats import OUTPUT_FORMATS, PARQUET, format_folder
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +31,7 @@ MANIFEST_NAME = "_manifest.json"
 MANIFESTS_FOLDER = "_manifests"
 ERRORS_TABLE = "_errors"
 FAILURE_NAME = "_last_failure.json"
+CHUNKS_FOLDER = "_chunks"
 
 _INVALID_ID = re.compile(r"[/\\\x00]")
 
@@ -70,17 +75,36 @@ class Staging:
         fs.makedirs(path, exist_ok=True)
         return cls(fs, output_dir, replay_id, path)
 
-    def table_path(self, table: str) -> str:
-        """Return the staged folder of ``table``."""
-        return posixpath.join(self.path, table, f"replay_id={self.replay_id}")
+    def table_path(self, table: str, output_format: str = PARQUET) -> str:
+        """Return the staged folder of ``table`` in ``output_format``."""
+        return posixpath.join(self.path, self._relative_folder(table, output_format))
 
-    def table_urlpath(self, table: str) -> str:
+    def table_urlpath(self, table: str, output_format: str = PARQUET) -> str:
         """Return the staged folder of ``table`` as a URL that workers can open."""
-        return self.fs.unstrip_protocol(self.table_path(table))
+        return self.fs.unstrip_protocol(self.table_path(table, output_format))
 
-    def final_path(self, table: str) -> str:
-        """Return the committed folder of ``table``."""
-        return posixpath.join(self.output_dir, table, f"replay_id={self.replay_id}")
+    def chunk_urlpath(self, table: str) -> str:
+        """Return the staged folder of the chunks that are joined into the files of ``table``."""
+        return self.fs.unstrip_protocol(posixpath.join(self.path, CHUNKS_FOLDER, table))
+
+    def final_path(self, table: str, output_format: str = PARQUET) -> str:
+        """Return the committed folder of ``table`` in ``output_format``."""
+        return posixpath.join(self.output_dir, self._relative_folder(table, output_format))
+
+    def _relative_folder(self, table: str, output_format: str) -> str:
+        return posixpath.join(format_folder(output_format), table, f"replay_id={self.replay_id}")
+
+    def staged_files(self, tables: list[str], output_formats: Sequence[str]) -> dict:
+        """Return the staged files of each format and table, as paths in the output folder."""
+        files: dict[str, dict[str, list[str]]] = {}
+        for output_format in output_formats:
+            files[output_format] = {}
+            for table in tables:
+                folder = self.table_path(table, output_format)
+                found = self.fs.find(folder) if self.fs.exists(folder) else []
+                files[output_format][table] = sorted(posixpath.relpath(path, self.path)
+                                                     for path in found)
+        return files
 
     def discard(self) -> None:
         """Remove the staging folder and everything in it."""
@@ -96,14 +120,15 @@ class Staging:
         except OSError:
             pass  # another run is staging in it at the same time
 
-    def commit(self, tables: list[str], manifest: dict) -> None:
-        """Move every staged table into place, then write the manifest.
+    def commit(self, tables: list[str], manifest: dict,
+               output_formats: Sequence[str] = (PARQUET,)) -> None:
+        """Move every staged table in every format into place, then write the manifest.
 
-        A table already committed for this replay is replaced. Tables of the previous
-        run of the replay that this run did not write (other stats, an old ``_errors``
-        table) are removed, so the replay's output is replaced as a whole.
-        The manifest is written last, so a replay whose manifest has status ``complete`` has
-        all its tables.
+        A table already committed for this replay is replaced. Tables and formats of
+        the previous run of the replay that this run did not write (other stats, other
+        formats, an old ``_errors`` table) are removed, so the replay's output is
+        replaced as a whole. The manifest is written last, so a replay whose manifest
+        has status ``complete`` has all its tables.
 
         Raises
         ------
@@ -111,17 +136,19 @@ class Staging:
             If a table cannot be moved.
         """
         manifest_path = self.manifest_path()
-        previous_tables = self._previous_tables() | {ERRORS_TABLE}
+        written = {(output_format, table) for output_format in output_formats
+                   for table in tables}
+        previous = self._previous_outputs()
         try:
-            for table in sorted(previous_tables - set(tables)):
-                stale = self.final_path(table)
+            for output_format, table in sorted(previous - written):
+                stale = self.final_path(table, output_format)
                 if self.fs.exists(stale):
                     self.fs.rm(stale, recursive=True)
             if self.fs.exists(manifest_path):
                 # The previous manifest no longer describes the tables being replaced.
                 self.fs.rm(manifest_path)
-            for table in tables:
-                self._move_table(table)
+            for output_format, table in sorted(written):
+                self._move_table(table, output_format)
             self.fs.makedirs(posixpath.dirname(manifest_path), exist_ok=True)
             failure_path = posixpath.join(posixpath.dirname(manifest_path), FAILURE_NAME)
             if self.fs.exists(failure_path):
@@ -134,20 +161,30 @@ class Staging:
         finally:
             self.discard()
 
-    def _previous_tables(self) -> set[str]:
+    def _previous_outputs(self) -> set[tuple[str, str]]:
+        """Return the (format, table) pairs that may be committed for this replay.
+
+        These are the tables and formats of the previous manifest, whose formats
+        default to Parquet, and the ``_errors`` table in every format, which the
+        manifest does not list.
+        """
         try:
             with self.fs.open(self.manifest_path(), "r") as stream:
-                return set(json.load(stream).get("tables", []))
+                previous = json.load(stream)
+            tables = set(previous.get("tables", []))
+            output_formats = set(previous.get("formats", [PARQUET]))
         except (OSError, ValueError):
-            return set()
+            tables, output_formats = set(), set()
+        return ({(output_format, table) for output_format in output_formats for table in tables}
+                | {(output_format, ERRORS_TABLE) for output_format in OUTPUT_FORMATS})
 
     def manifest_path(self) -> str:
         """Return where the replay's manifest is committed."""
         return posixpath.join(self.output_dir, MANIFESTS_FOLDER, self.replay_id, MANIFEST_NAME)
 
-    def _move_table(self, table: str) -> None:
-        staged = self.table_path(table)
-        final = self.final_path(table)
+    def _move_table(self, table: str, output_format: str) -> None:
+        staged = self.table_path(table, output_format)
+        final = self.final_path(table, output_format)
         self.fs.makedirs(posixpath.dirname(final), exist_ok=True)
         if self.fs.exists(final):
             retired = f"{staged}.previous"

@@ -79,6 +79,10 @@ class Stat:
             raise ConfigError(f"stat {self.name!r} needs unknown aspects: {', '.join(unknown)}")
         if not self.name.isidentifier() or self.name != self.name.lower():
             raise ConfigError(f"stat name {self.name!r} is not a snake_case identifier")
+        if self.name.startswith("_"):
+            # The output folder uses such names itself: _errors, _manifests, _formats.
+            raise ConfigError(f"stat name {self.name!r} starts with '_', which is reserved "
+                              "for the output's own folders; rename the stat")
 
 
 def _stats_of_module(module: ModuleType) -> list[Stat]:
