@@ -124,6 +124,9 @@ def entry_name(identity: dict) -> str:
     return f"{identity['aspect']}-{hashlib.sha256(text.encode()).hexdigest()[:32]}"
 
 
+# TODO: entries are never removed, so those of changed files and of older versions
+# stay until the folder is deleted. Choosing which entries are unused would need a
+# record of their last use, which this cache does not keep.
 class PartitionCache:
     """The entries of one cache folder, as seen from the client.
 
