@@ -8,6 +8,7 @@ from the cache executes none.
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import os
 import subprocess
@@ -52,7 +53,7 @@ def registry():
 
 
 def _team_stats_rows(value: int = 10) -> list:
-    # Two teams at five frames. Every counter of the i-th frame is ``value * (i + 1)``.
+    # Two teams at frames 300 to 1500. Every counter at frame 300 * k is ``value * k``.
     return [[300 * (i + 1), team] + [value * (i + 1)] * 37 for i in range(5) for team in range(2)]
 
 
@@ -227,6 +228,52 @@ def test_version_change_rebuilds(tmp_path, client, registry, monkeypatch, module
     assert second.decode_tasks > 0
     assert second.cached_reads == 0
     assert len(_complete_entries(cache)) == 2
+
+
+def test_compressed_file_ignores_blocksize(tmp_path, client, registry):
+    replay = tmp_path / "in"
+    replay.mkdir()
+    with gzip.open(replay / "team_stats.mpk.gz", "wb") as stream:
+        stream.write(pack_rows(_team_stats_rows()))
+    cache = tmp_path / "cache"
+    first = Run(replay, tmp_path / "first", cache, client, registry, blocksize=400)
+
+    second = Run(replay, tmp_path / "second", cache, client, registry, blocksize=700)
+
+    assert first.decode_tasks == 1
+    assert second.decode_tasks == 0
+    assert second.cached_reads == 1
+    assert len(_entries(cache)) == 1
+    _assert_same_output(second.output, first.output)
+
+
+def test_entry_without_marker_rebuilt_silently(tmp_path, client, registry, recwarn):
+    replay = _tiny_replay(tmp_path / "in")
+    cache = tmp_path / "cache"
+    first = Run(replay, tmp_path / "first", cache, client, registry)
+    [entry] = _entries(cache)
+    (entry / MARKER_NAME).unlink()
+
+    second = Run(replay, tmp_path / "second", cache, client, registry)
+
+    assert second.decode_tasks == first.decode_tasks
+    assert (entry / MARKER_NAME).exists()
+    assert not [w for w in recwarn if "cache entry" in str(w.message)]
+
+
+def test_failed_decode_leaves_no_entry(tmp_path, client, registry):
+    rows = _team_stats_rows()
+    path = tmp_path / "in" / "team_stats.mpk"
+    path.parent.mkdir()
+    path.write_bytes(pack_rows(rows[:8]) + b"\xc1" + pack_rows(rows[8:]))
+    cache = tmp_path / "cache"
+
+    run = Run(path.parent, tmp_path / "out", cache, client, registry)
+
+    assert run.outcome.status == "failed"
+    assert "invalid MessagePack" in str(run.outcome.error)
+    entries = _entries(cache) if cache.exists() else []
+    assert [entry for entry in entries if (entry / MARKER_NAME).exists()] == []
 
 
 def _truncate_part(entry: Path) -> None:
