@@ -368,12 +368,12 @@ def _finish_rebuilding_cache(item: _PreparedReplay, plan: RunPlan, registry: Reg
                 warnings.warn(f"replay {item.source.replay_id}: {exc}; decoding the aspect "
                               "file again and rewriting the entry. If this repeats, check the "
                               "storage of the cache folder", UserWarning, stacklevel=2)
-                PartitionCache(plan.cache_dir, plan.storage_options).discard_entry(
-                    exc.entry_urlpath)
                 try:
+                    PartitionCache(plan.cache_dir, plan.storage_options).discard_entry(
+                        exc.entry_urlpath)
                     current = _prepare_again(current, plan, registry, client)
-                except MppDaskError as prepare_error:
-                    return _finish_failed(item, prepare_error, plan)
+                except MppDaskError as retry_error:
+                    return _finish_failed(item, retry_error, plan)
                 if current is None:
                     return ReplayOutcome(item.source.replay_id, "skipped")
     except BaseException:

@@ -394,6 +394,19 @@ def test_cache_options_contradict(tmp_path, restore_dask_config):
     assert "--cache-dir and --no-cache contradict each other" in result.output
 
 
+def test_cache_dir_on_file_rejected(tmp_path, restore_dask_config):
+    replay = _tiny_replay(tmp_path / "in")
+    not_a_folder = tmp_path / "cache"
+    not_a_folder.write_text("")
+
+    result = CliRunner().invoke(cli, ["run", "r", "-i", str(replay), "-o", str(tmp_path / "out"),
+                                      "--cache-dir", str(not_a_folder)],
+                                catch_exceptions=False)
+
+    assert result.exit_code == 2
+    assert f"the cache folder {not_a_folder} is an existing file" in result.output
+
+
 def test_config_lists_cache_dir(tmp_path, restore_dask_config):
     result = CliRunner().invoke(cli, ["config", "--set", f"mpp-dask.cache.dir={tmp_path}"],
                                 catch_exceptions=False)

@@ -236,7 +236,10 @@ def _cache_dir(option: str | None, no_cache: bool) -> str | None:
         raise ConfigError(f"invalid setting mpp-dask.cache.dir: {value!r} (from "
                           f"{settings.source_of('mpp-dask.cache.dir')}); expected a folder "
                           "path or URL, or null")
-    return _absolute(value)
+    cache_dir = _absolute(value)
+    if "://" not in cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise ConfigError(f"the cache folder {cache_dir} is an existing file; choose a folder")
+    return cache_dir
 
 
 def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_on_error,

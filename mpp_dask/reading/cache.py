@@ -38,7 +38,7 @@ from dask.base import tokenize
 
 import mpp_dask
 from mpp_dask import schema
-from mpp_dask.errors import CacheEntryError, OutputError, RowProblem
+from mpp_dask.errors import CacheEntryError, MppDaskError, OutputError, RowProblem
 from mpp_dask.reading.discover import AspectFile
 from mpp_dask.reading.frames import (AspectFrame, build_decode_graph, frames_from_graph,
                                      tally_to_frame)
@@ -87,11 +87,21 @@ def content_fingerprint(file: AspectFile, storage_options: dict | None = None) -
     NOTE: a change that keeps the size and the modification time and lies outside
     the sampled blocks goes unnoticed. Such a file must be rewritten with a new
     modification time, or the run given ``--force-reprocess``.
+
+    Raises
+    ------
+    MppDaskError
+        If the file cannot be read.
     """
     fs, path = fsspec.core.url_to_fs(file.urlpath, **(storage_options or {}))
     digest = hashlib.sha256(str(file.size).encode())
-    for start in sample_offsets(file.size):
-        digest.update(fs.cat_file(path, start=start, end=min(start + SAMPLE_BYTES, file.size)))
+    try:
+        for start in sample_offsets(file.size):
+            digest.update(fs.cat_file(path, start=start,
+                                      end=min(start + SAMPLE_BYTES, file.size)))
+    except OSError as exc:
+        raise MppDaskError(f"reading {file.urlpath} to compute its cache key failed: {exc}; "
+                           "check the file, or run with --no-cache") from exc
     return digest.hexdigest()
 
 
@@ -158,9 +168,11 @@ class PartitionCache:
 
         Raises
         ------
+        MppDaskError
+            If the aspect file cannot be read to compute its cache key.
         OutputError
-            If the marker of the entry exists but cannot be read, for example for
-            lack of permission.
+            If the cache folder cannot be read, or an invalid entry cannot be
+            discarded, for example for lack of permission.
         """
         identity = entry_identity(file, content_fingerprint(file, self.storage_options),
                                   blocksize=blocksize, skip_on_error=skip_on_error)
@@ -181,12 +193,22 @@ class PartitionCache:
                                    skip_on_error=skip_on_error)
 
     def discard_entry(self, entry_urlpath: str) -> None:
-        """Remove the marker of an entry, so that no run reads the entry before it is rewritten."""
+        """Remove the marker of an entry, so that no run reads the entry before it is rewritten.
+
+        Raises
+        ------
+        OutputError
+            If the marker exists but cannot be removed.
+        """
         marker = posixpath.join(self.path, posixpath.basename(entry_urlpath), MARKER_NAME)
         try:
             self.fs.rm_file(marker)
         except FileNotFoundError:
-            pass
+            return
+        except OSError as exc:
+            raise OutputError(f"removing the cache marker {entry_urlpath}/{MARKER_NAME} "
+                              f"failed: {exc}; check the cache folder, or run with "
+                              "--no-cache") from exc
 
     def _load_entry(self, entry_path: str, entry_urlpath: str, file: AspectFile,
                     identity: dict, expected_partitions: int
@@ -219,9 +241,19 @@ class PartitionCache:
         return partitions, tally
 
     def _listing_problem(self, entry_path: str, partitions: list[dict]) -> str | None:
-        """Return what is missing or truncated among the partition files, or None."""
-        listing = {posixpath.basename(info["name"]): info["size"]
-                   for info in self.fs.ls(entry_path, detail=True)}
+        """Return what is missing or truncated among the partition files, or None.
+
+        Raises
+        ------
+        OutputError
+            If the entry folder cannot be listed.
+        """
+        try:
+            infos = self.fs.ls(entry_path, detail=True)
+        except OSError as exc:
+            raise OutputError(f"listing the cache entry {entry_path} failed: {exc}; check "
+                              "the cache folder, or run with --no-cache") from exc
+        listing = {posixpath.basename(info["name"]): info["size"] for info in infos}
         for partition in partitions:
             size = listing.get(partition["file"])
             if size is None:
