@@ -35,6 +35,27 @@ class OutputError(MppDaskError):
     exit_code = 5
 
 
+class CacheEntryError(MppDaskError):
+    """An entry of the partition cache cannot be read, so its aspect file must be decoded again.
+
+    Parameters
+    ----------
+    entry_urlpath : str
+        The entry folder.
+    reason : str
+        What is wrong with it.
+    """
+
+    def __init__(self, entry_urlpath: str, reason: str):
+        self.entry_urlpath = entry_urlpath
+        self.reason = reason
+        super().__init__(f"cache entry {entry_urlpath} is corrupt: {reason}")
+
+    def __reduce__(self):
+        # Dask ships exceptions from workers to the client by pickling them.
+        return (type(self), (self.entry_urlpath, self.reason))
+
+
 class ClusterError(MppDaskError):
     """The Dask cluster could not be started or reached."""
 

@@ -26,11 +26,12 @@ import pyarrow as pa
 from distributed import Client
 
 import mpp_dask
-from mpp_dask.errors import ConfigError, MppDaskError, SchemaError
+from mpp_dask.errors import CacheEntryError, ConfigError, MppDaskError, SchemaError
 from mpp_dask.output.commit import (Staging, read_manifest, validate_replay_id,
                                     write_failure_manifest)
 from mpp_dask.output.errors_table import ERRORS_TABLE, write_errors_table
 from mpp_dask.output.formats import PARQUET, file_name, format_writes
+from mpp_dask.reading.cache import PartitionCache
 from mpp_dask.reading.discover import AspectFile, ReplayFiles, discover_replay
 from mpp_dask.reading.frames import AspectFrame, read_aspect, tally_from_frame
 from mpp_dask.reading.partitions import FileTally
@@ -60,6 +61,8 @@ class RunPlan:
     fail_fast: bool = False
     force_reprocess: bool = False
     output_formats: list[str] = field(default_factory=lambda: [PARQUET])
+    # Folder or URL of the partition cache; None reads every aspect file by decoding it.
+    cache_dir: str | None = None
 
 
 @dataclass
@@ -152,13 +155,12 @@ def build_tables(plan: RunPlan, registry: Registry, replay: ReplayFiles
 
     needed = list(dict.fromkeys([a for s in stats for a in s.aspects] + streams))
     _check_partition_counts([replay.aspects[name] for name in needed], plan.blocksize)
-    aspect_frames = {
-        name: read_aspect(file.urlpath, name, file_size=file.size, blocksize=plan.blocksize,
-                          file_token=file.token, skip_on_error=plan.skip_on_error,
-                          storage_options=plan.storage_options, compression=file.compression)
-        for name in needed
-        for file in [replay.aspects[name]]
-    }
+    cache = None
+    if plan.cache_dir is not None:
+        cache = PartitionCache(plan.cache_dir, plan.storage_options,
+                               rewrite=plan.force_reprocess)
+    aspect_frames = {name: _read_aspect_file(plan, replay.aspects[name], cache)
+                     for name in needed}
     frames = {name: aspect_frame.frame for name, aspect_frame in aspect_frames.items()}
 
     tables: dict[str, dd.DataFrame] = {}
@@ -169,6 +171,17 @@ def build_tables(plan: RunPlan, registry: Registry, replay: ReplayFiles
     for aspect_name in streams:
         tables[aspect_name] = frames[aspect_name]
     return tables, aspect_frames, skipped
+
+
+def _read_aspect_file(plan: RunPlan, file: AspectFile,
+                      cache: PartitionCache | None) -> AspectFrame:
+    if cache is not None:
+        return cache.read_aspect(file, blocksize=plan.blocksize,
+                                 skip_on_error=plan.skip_on_error)
+    return read_aspect(file.urlpath, file.aspect_name, file_size=file.size,
+                       blocksize=plan.blocksize, file_token=file.token,
+                       skip_on_error=plan.skip_on_error, storage_options=plan.storage_options,
+                       compression=file.compression)
 
 
 @dataclass
@@ -301,7 +314,8 @@ def run(sources: list[ReplaySource], plan: RunPlan, registry: Registry,
             on_submit([future for item in prepared for future in item.futures])
 
         for item in prepared:
-            outcomes[item.source.replay_id] = _finish(item, plan, client)
+            outcomes[item.source.replay_id] = _finish_rebuilding_cache(item, plan, registry,
+                                                                       client)
     except BaseException:
         for item in prepared:
             if item.futures and client is not None:
@@ -330,9 +344,10 @@ def _prepare(source: ReplaySource, plan: RunPlan, registry: Registry,
                     "(use --force-reprocess to compute it again)", source.replay_id)
         return None
 
-    logger.info("replay %s: %d tables from %d aspect files (%d partitions)", source.replay_id,
-                len(tables), len(aspect_frames),
-                sum(f.frame.npartitions for f in aspect_frames.values()))
+    logger.info("replay %s: %d tables from %d aspect files (%d partitions, %d files read "
+                "from the cache)", source.replay_id, len(tables), len(aspect_frames),
+                sum(f.frame.npartitions for f in aspect_frames.values()),
+                sum(f.from_cache for f in aspect_frames.values()))
     staging = Staging.create(plan.output_dir, source.replay_id, plan.storage_options)
     return _PreparedReplay(source, replay, tables, aspect_frames, skipped, staging,
                            fingerprint, started, dask_settings)
@@ -353,8 +368,71 @@ def _shuffle_method(replay: ReplayFiles) -> str:
     return "p2p" if total >= threshold else "tasks"
 
 
+def _finish_rebuilding_cache(item: _PreparedReplay, plan: RunPlan, registry: Registry,
+                             client: Client | None) -> ReplayOutcome:
+    """Finish a replay, and compute it again when a worker finds a cache entry corrupt.
+
+    The client checks only the markers and file sizes of cache entries, so a
+    partition file whose content is damaged is found only when a worker reads it.
+    Its entry is then discarded and rebuilt by the new computation. Each entry is
+    rebuilt at most once per replay, so a second error on it fails the replay.
+    """
+    rebuilt: set[str] = set()
+    current = item
+    try:
+        while True:
+            try:
+                return _finish(current, plan, client)
+            except CacheEntryError as exc:
+                if exc.entry_urlpath in rebuilt:
+                    return _finish_failed(current, exc, plan)
+                rebuilt.add(exc.entry_urlpath)
+                warnings.warn(f"replay {item.source.replay_id}: {exc}; decoding the aspect "
+                              "file again and rewriting the entry. If this repeats, check the "
+                              "storage of the cache folder", UserWarning, stacklevel=2)
+                try:
+                    PartitionCache(plan.cache_dir, plan.storage_options).discard_entry(
+                        exc.entry_urlpath)
+                    current = _prepare_again(current, plan, registry, client)
+                except MppDaskError as retry_error:
+                    return _finish_failed(item, retry_error, plan)
+                if current is None:
+                    return ReplayOutcome(item.source.replay_id, "skipped")
+    except BaseException:
+        # The caller cleans up only the first attempt.
+        if current is not None and current is not item:
+            if current.futures and client is not None:
+                client.cancel(current.futures)
+            current.staging.discard()
+        raise
+
+
+def _prepare_again(item: _PreparedReplay, plan: RunPlan, registry: Registry,
+                   client: Client | None) -> _PreparedReplay | None:
+    """Build and submit a replay again, keeping the start time of its first attempt."""
+    again = _prepare(item.source, plan, registry, item.started)
+    if again is not None and client is not None:
+        with dask.config.set(again.dask_settings):
+            again.futures = client.compute(again.collections(plan))
+    return again
+
+
+def _finish_failed(item: _PreparedReplay, exc: MppDaskError, plan: RunPlan) -> ReplayOutcome:
+    item.staging.discard()
+    outcome = _failed(item.source, exc, item.started, plan)
+    if plan.fail_fast:
+        raise exc
+    return outcome
+
+
 def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> ReplayOutcome:
-    """Wait for a replay's computation, then commit it or record why it failed."""
+    """Wait for a replay's computation, then commit it or record why it failed.
+
+    Raises
+    ------
+    CacheEntryError
+        If a worker found a cache entry corrupt; the staging is discarded first.
+    """
     replay_id = item.source.replay_id
     try:
         try:
@@ -385,11 +463,10 @@ def _finish(item: _PreparedReplay, plan: RunPlan, client: Client | None) -> Repl
             # Tasks of the replay that have not started yet would only write into
             # the staging folder that is removed next.
             client.cancel(item.futures)
-        item.staging.discard()
-        outcome = _failed(item.source, exc, item.started, plan)
-        if plan.fail_fast:
+        if isinstance(exc, CacheEntryError):
+            item.staging.discard()
             raise
-        return outcome
+        return _finish_failed(item, exc, plan)
 
     _log_tallies(replay_id, tallies)
     logger.info("replay %s: committed %d tables in %.1f s", replay_id, len(item.tables),

@@ -9,6 +9,9 @@ Figures printed:
 - ``mpp-dask run`` end to end (all default stats and every stream) on the real example
   and on a generated replay, with wall time and the peak resident memory of the
   client and of every worker process;
+- a first run with ``--cache-dir`` versus a second run that reads the decoded
+  partitions from the cache, on the real example and on a gzip copy of it, as wall
+  time and as the time of the compute-and-commit stage;
 - 1 versus 2 workers on the generated replay;
 - the fixed cost of a run: ``mpp-dask run`` on a tiny replay.
 
@@ -23,7 +26,9 @@ in the same run, and each figure is the best of ``--repeat`` tries.
 from __future__ import annotations
 
 import argparse
+import gzip
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -162,6 +167,56 @@ def time_run(replay: Path, output: Path, *extra: str) -> tuple[float, dict[str, 
     return seconds, memory.peaks
 
 
+def gzip_copy(replay: Path, target: Path) -> Path:
+    """Write a copy of the replay's aspect files as ``.mpk.gz`` files and return its folder."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in _aspect_files(replay):
+        with open(path, "rb") as source, gzip.open(target / f"{path.name}.gz", "wb") as sink:
+            shutil.copyfileobj(source, sink)
+    return target
+
+
+_COMPUTE_STAGE = re.compile(r"stage compute and commit: .* in ([0-9.]+) s")
+
+
+def time_run_stage(replay: Path, output: Path, *extra: str) -> tuple[float, float]:
+    """Run ``mpp-dask run`` with every default stat and stream.
+
+    Returns the wall seconds and the seconds of the compute-and-commit stage, as
+    the run logs them.
+    """
+    shutil.rmtree(output, ignore_errors=True)
+    command = [*CLI, "run", "bench", "-i", str(replay), "-o", str(output), "-u", "all",
+               "--no-progress", "--log-level", "INFO", "--dashboard-address",
+               "127.0.0.1:0", *extra]
+    started = time.perf_counter()
+    result = subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    seconds = time.perf_counter() - started
+    match = _COMPUTE_STAGE.search(result.stderr)
+    if result.returncode != 0 or match is None:
+        raise SystemExit(f"mpp-dask run failed with exit code {result.returncode}: "
+                         f"{' '.join(command)}\n{result.stderr}")
+    return seconds, float(match.group(1))
+
+
+def print_cached_rerun(label: str, replay: Path, work: Path, repeat: int) -> None:
+    """Print the best of ``repeat`` first runs into an empty cache and of the re-runs after each."""
+    cache = work / "cache"
+    first_runs, cached_runs = [], []
+    for _ in range(repeat):
+        shutil.rmtree(cache, ignore_errors=True)
+        first_runs.append(time_run_stage(replay, work / "out-cache", "--cache-dir", str(cache)))
+        cached_runs.append(time_run_stage(replay, work / "out-cache", "--cache-dir", str(cache)))
+    first_wall = min(wall for wall, _ in first_runs)
+    first_stage = min(stage for _, stage in first_runs)
+    cached_wall = min(wall for wall, _ in cached_runs)
+    cached_stage = min(stage for _, stage in cached_runs)
+    print(f"     --cache-dir, {label}: first run {first_wall:.1f} s (compute {first_stage:.1f} s), "
+          f"cached re-run {cached_wall:.1f} s (compute {cached_stage:.1f} s)  = "
+          f"{first_wall / cached_wall:.2f}x wall, {first_stage / cached_stage:.2f}x compute")
+
+
 def _mb(size: float) -> str:
     return f"{size / 1e6:8.1f} MB"
 
@@ -203,6 +258,9 @@ def main() -> None:
             seconds, peaks = time_run(args.example, work / "out-example")
             print(f"     mpp-dask run (defaults + all streams), LocalCluster: {seconds:.1f} s")
             _print_peaks(peaks)
+            print_cached_rerun("example", args.example, work, args.repeat)
+            print_cached_rerun("gzip copy", gzip_copy(args.example, work / "example-gz"), work,
+                               args.repeat)
         else:
             print(f"example replay not found at {args.example}; skipping its figures")
 

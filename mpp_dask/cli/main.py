@@ -96,7 +96,14 @@ def cli() -> None:
               help="Stop at the first replay that fails instead of going on with the others.")
 @click.option("--force-reprocess", is_flag=True,
               help="Compute replays again even when their output is complete for the same "
-                   "inputs and settings.")
+                   "inputs and settings, and decode aspect files again instead of reading "
+                   "them from the cache (the cache entries are rewritten).")
+@click.option("--cache-dir", type=str, default=None,
+              help="Folder or fsspec URL where decoded aspect partitions are kept as Parquet, "
+                   "so that a later run on the same files skips decoding; every worker must "
+                   "reach it.  [default: cache.dir setting, off when null]")
+@click.option("--no-cache", is_flag=True,
+              help="Neither read nor write the cache, even when the cache.dir setting is set.")
 @click.option("--dry-run", is_flag=True,
               help="List the files, planned partitions and stats of each replay, and stop "
                    "without reading any data.")
@@ -135,7 +142,8 @@ def cli() -> None:
 def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str, ...],
         streams: tuple[str, ...], blocksize: str | None, skip_on_error: bool | None,
         output_formats: tuple[str, ...],
-        fail_fast: bool, force_reprocess: bool, dry_run: bool, plugin_dirs: tuple[str, ...],
+        fail_fast: bool, force_reprocess: bool, cache_dir: str | None, no_cache: bool,
+        dry_run: bool, plugin_dirs: tuple[str, ...],
         scheduler_address: str | None, local: bool, n_workers: int | None,
         threads_per_worker: int | None, memory_limit: str | None,
         dashboard_address: str | None, storage_options: str | None, no_progress: bool,
@@ -155,11 +163,12 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
             "mpp-dask.cluster.memory-limit": memory_limit,
             "mpp-dask.cluster.dashboard-address": dashboard_address,
             "mpp-dask.storage-options": merge_storage_options(storage_options),
+            "mpp-dask.cache.dir": cache_dir,
         })
         warn_about_settings()
         plan, sources, registry = _plan_run(replay_id, input_dir, output_dir, stats, streams,
                                             blocksize, skip_on_error, plugin_dirs, fail_fast,
-                                            force_reprocess)
+                                            force_reprocess, _cache_dir(cache_dir, no_cache))
         plan.output_formats = _output_formats(output_formats)
         if dry_run:
             _print_dry_run(pipeline.describe_plan(sources, plan, registry))
@@ -168,7 +177,8 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
                                         quiet_worker_logs=log_level.upper() != "DEBUG")
         options = choose_worker_kind(
             options, lambda limit: aspect_bytes(sources, plan.storage_options, limit))
-        check_storage_reachable([plan.output_dir, *(s.urlpath for s in sources)], options)
+        check_storage_reachable([plan.output_dir, *(s.urlpath for s in sources),
+                                 *([plan.cache_dir] if plan.cache_dir else [])], options)
         outcomes = run_on_cluster(sources, plan, registry, options,
                                   show_progress=should_draw_bar(no_progress),
                                   report_path=check_report_path(performance_report))
@@ -231,8 +241,25 @@ def _print_summary(outcomes: list[pipeline.ReplayOutcome], output_dir: str) -> N
             click.echo(f"  {name}: {count} rows{note}")
 
 
+def _cache_dir(option: str | None, no_cache: bool) -> str | None:
+    """Return the absolute cache folder of the run, or None when the cache is off."""
+    if no_cache and option is not None:
+        raise ConfigError("--cache-dir and --no-cache contradict each other; give one of them")
+    value = settings.get("cache.dir")
+    if no_cache or value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"invalid setting mpp-dask.cache.dir: {value!r} (from "
+                          f"{settings.source_of('mpp-dask.cache.dir')}); expected a folder "
+                          "path or URL, or null")
+    cache_dir = _absolute(value)
+    if "://" not in cache_dir and os.path.exists(cache_dir) and not os.path.isdir(cache_dir):
+        raise ConfigError(f"the cache folder {cache_dir} is an existing file; choose a folder")
+    return cache_dir
+
+
 def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_on_error,
-              plugin_dirs, fail_fast, force_reprocess):
+              plugin_dirs, fail_fast, force_reprocess, cache_dir=None):
     """Resolve options and settings into a run plan; every check happens before any work."""
     try:
         size = normalize_blocksize(blocksize or settings.get("reading.blocksize"))
@@ -263,7 +290,8 @@ def _plan_run(replay_id, input_dir, output_dir, stats, streams, blocksize, skip_
                             blocksize=size, skip_on_error=skip_on_error,
                             compression=settings.get("output.compression"),
                             storage_options=storage,
-                            fail_fast=fail_fast, force_reprocess=force_reprocess)
+                            fail_fast=fail_fast, force_reprocess=force_reprocess,
+                            cache_dir=cache_dir)
     return plan, sources, registry
 
 

@@ -26,6 +26,9 @@ class AspectFrame:
     drops, problems); compute it with the stats and read it with
     :func:`tally_from_frame`.
 
+    ``from_cache`` is true when the partitions are read from the partition cache
+    instead of being decoded.
+
     Partitions are in file order. For a time series that is frame order: every frame
     of partition ``i`` is at most every frame of partition ``i + 1`` (the decode
     checks it and fails otherwise), so stats may rely on partition order for time.
@@ -36,6 +39,7 @@ class AspectFrame:
     file_size: int
     frame: dd.DataFrame
     tally: dd.DataFrame
+    from_cache: bool = False
 
 
 def read_aspect(urlpath: str, aspect_name: str, *, file_size: int, blocksize: int,
@@ -70,7 +74,27 @@ def read_aspect(urlpath: str, aspect_name: str, *, file_size: int, blocksize: in
     -------
     AspectFrame
     """
-    aspect = get_aspect(aspect_name)
+    graph, partition_keys, tally_key = build_decode_graph(
+        urlpath, aspect_name, file_size=file_size, blocksize=blocksize, file_token=file_token,
+        skip_on_error=skip_on_error, storage_options=storage_options, compression=compression)
+    return frames_from_graph(urlpath, aspect_name, file_size, graph, partition_keys,
+                             (partial(tally_to_frame), tally_key))
+
+
+def build_decode_graph(urlpath: str, aspect_name: str, *, file_size: int, blocksize: int,
+                       file_token: str = "", skip_on_error: bool = False,
+                       storage_options: dict | None = None, compression: str | None = None
+                       ) -> tuple[dict, list[tuple], tuple]:
+    """Build the decode and confirm tasks of one aspect file.
+
+    The arguments are those of :func:`read_aspect`.
+
+    Returns
+    -------
+    (dict, list of tuple, tuple)
+        The graph, the key of each partition (a pandas DataFrame) in file order, and
+        the key of the final FileTally of the file.
+    """
     token = tokenize(urlpath, file_size, file_token, blocksize, skip_on_error, storage_options,
                      compression)
     common = dict(urlpath=urlpath, aspect_name=aspect_name, file_size=file_size,
@@ -79,8 +103,8 @@ def read_aspect(urlpath: str, aspect_name: str, *, file_size: int, blocksize: in
         common["compression"] = compression
         blocksize = max(file_size, 1)
 
-    # A plain graph, built once: one decode task per range (in parallel) and one
-    # confirm task per range, chained in file order.
+    # A plain graph: one decode task per range (in parallel) and one confirm task per
+    # range, chained in file order.
     graph: dict = {}
     tally_key = (f"tally-start-{aspect_name}-{token}",)
     graph[tally_key] = (FileTally, urlpath)
@@ -96,23 +120,34 @@ def read_aspect(urlpath: str, aspect_name: str, *, file_size: int, blocksize: in
         tally_key = (f"tally-{aspect_name}-{token}", index)
         graph[tally_key] = (getitem, confirm_key, 1)
         partition_keys.append(partition_key)
+    return graph, partition_keys, tally_key
 
-    frame = from_graph(graph, aspect.meta(), (None,) * (len(partition_keys) + 1),
-                       partition_keys, f"aspect-{aspect_name}")
+
+def frames_from_graph(urlpath: str, aspect_name: str, file_size: int, graph: dict,
+                      partition_keys: list[tuple], tally_task: tuple) -> AspectFrame:
+    """Wrap a graph of clean partitions and a task that returns the tally frame.
+
+    ``graph`` is extended with ``tally_task``, whose result must be the one-row
+    frame of :func:`tally_to_frame`.
+    """
+    frame = from_graph(graph, get_aspect(aspect_name).meta(),
+                       (None,) * (len(partition_keys) + 1), partition_keys,
+                       f"aspect-{aspect_name}")
 
     # The tally travels as a one-row frame: computing Dask DataFrames together with
     # delayed objects in one call is not supported reliably.
-    tally_frame_key = (f"tally-frame-{aspect_name}-{token}", 0)
-    graph[tally_frame_key] = (_tally_to_frame, tally_key)
-    tally = from_graph(graph, _TALLY_META, (None, None), [tally_frame_key],
+    tally_frame_key = (f"tally-frame-{aspect_name}-{tokenize(partition_keys, tally_task)}", 0)
+    graph[tally_frame_key] = tally_task
+    tally = from_graph(graph, TALLY_META, (None, None), [tally_frame_key],
                        f"tally-{aspect_name}")
     return AspectFrame(aspect_name, urlpath, file_size, frame, tally)
 
 
-_TALLY_META = pd.DataFrame({"tally": pd.Series([], dtype=object)})
+TALLY_META = pd.DataFrame({"tally": pd.Series([], dtype=object)})
 
 
-def _tally_to_frame(tally: FileTally) -> pd.DataFrame:
+def tally_to_frame(tally: FileTally) -> pd.DataFrame:
+    """Return the one-row frame that carries ``tally`` through a Dask computation."""
     column = pd.Series([tally], dtype=object)
     return pd.DataFrame({"tally": column})
 
