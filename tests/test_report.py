@@ -59,8 +59,10 @@ def generated_replay(tmp_path_factory) -> Path:
     return folder
 
 
-def _run(client, replay: Path, output: Path, replay_id: str, stats=(), streams=()) -> Path:
-    plan = pipeline.RunPlan(output_dir=str(output), stats=list(stats), streams=list(streams))
+def _run(client, replay: Path, output: Path, replay_id: str, stats=(), streams=(),
+         output_formats=("parquet",)) -> Path:
+    plan = pipeline.RunPlan(output_dir=str(output), stats=list(stats), streams=list(streams),
+                            output_formats=list(output_formats))
     [outcome] = pipeline.run([ReplaySource(replay_id, str(replay))], plan, build_registry(),
                              client)
     assert outcome.status == "done", outcome.error
@@ -311,6 +313,19 @@ def test_cli_failed_replay_rejected(tmp_path):
     assert result.exit_code == 2
     assert "has no complete output" in result.output
     assert "invalid data in x.mpk" in result.output
+
+
+def test_cli_output_without_parquet(client, generated_replay, tmp_path):
+    output = _run(client, generated_replay, tmp_path / "out", "csvonly",
+                  stats=["damage_by_unit_def"], output_formats=["csv", "jsonl-gzip"])
+
+    result = _invoke(str(output), "--replay-id", "csvonly")
+
+    assert result.exit_code == 2
+    assert "replay csvonly" in result.output
+    assert "has no Parquet tables (its run wrote only csv, jsonl-gzip)" in result.output
+    assert "'--output-format parquet'" in result.output
+    assert not (output / "_reports").exists()
 
 
 def test_cli_unwritable_report_path(full_output, tmp_path):

@@ -22,6 +22,7 @@ import pandas as pd
 from mpp_dask.errors import ConfigError, MppDaskError
 from mpp_dask.output.commit import (MANIFEST_NAME, MANIFESTS_FOLDER, read_manifest,
                                     validate_replay_id)
+from mpp_dask.output.formats import PARQUET
 from mpp_dask.reading.decode import decode_range
 from mpp_dask.reading.discover import COMPRESSED_SUFFIXES
 
@@ -75,8 +76,9 @@ def load_inputs(output_urlpath: str, replay_id: str, columns: dict[str, list[str
     Raises
     ------
     ConfigError
-        If the output folder does not exist, the replay has no manifest in it, or
-        the replay's last run failed before any output was committed.
+        If the output folder does not exist, the replay has no manifest in it, the
+        replay's last run failed before any output was committed, or its output has
+        no Parquet tables.
     MppDaskError
         If a table that the manifest lists cannot be read.
     """
@@ -135,6 +137,17 @@ def _ls_folders(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
 
 def _read_tables(inputs: ReportInputs, fs: fsspec.AbstractFileSystem, output_dir: str,
                  columns: dict[str, list[str]]) -> None:
+    # Manifests written before the other formats existed have no "formats" key, and
+    # their runs wrote Parquet only.
+    output_formats = inputs.manifest.get("formats", [PARQUET])
+    if PARQUET not in output_formats:
+        # TODO: read the msgpack-gzip or jsonl-gzip files instead. Until then such an
+        # output cannot be drawn, because the report reads only Parquet tables.
+        raise ConfigError(
+            f"replay {inputs.replay_id} in {inputs.output_dir} has no Parquet tables "
+            f"(its run wrote only {', '.join(output_formats)}), and the report reads "
+            "Parquet; run the replay again with '--output-format parquet' added to its "
+            "other --output-format options")
     committed = set(inputs.manifest.get("tables", []))
     skipped = inputs.manifest.get("skipped", {})
     for table, table_columns in columns.items():
@@ -147,8 +160,8 @@ def _read_tables(inputs: ReportInputs, fs: fsspec.AbstractFileSystem, output_dir
             inputs.tables[table] = pd.read_parquet(path, columns=table_columns, filesystem=fs)
         except (OSError, ValueError, KeyError) as exc:
             raise MppDaskError(f"reading table {table} of replay {inputs.replay_id} from "
-                               f"{path} failed: {exc}; run the replay again with "
-                               "'mpp-dask run --force-reprocess'") from exc
+                               f"{path} failed: {type(exc).__name__}: {exc}; run the replay "
+                               "again with 'mpp-dask run --force-reprocess'") from exc
 
 
 def _read_unit_names(fs: fsspec.AbstractFileSystem, replay_dir: str,
