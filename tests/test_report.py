@@ -264,6 +264,26 @@ def test_empty_tables_show_notes(client, generated_replay, tmp_path):
             in html)
 
 
+def test_skipped_stat_note_names_aspect(client, generated_replay, tmp_path):
+    replay = tmp_path / "replay"
+    shutil.copytree(generated_replay, replay)
+    (replay / "damage_log.mpk").unlink()
+    with pytest.warns(UserWarning, match="damage_log"):
+        output = _run(client, replay, tmp_path / "out", "nodamage",
+                      stats=["damage_by_unit_def", "calculate_player_apm_and_focus"])
+
+    target, inputs = write_report(str(output), "nodamage")
+
+    assert inputs.absent["damage_by_unit_def"] == ("skipped by the run: missing aspect "
+                                                   "damage_log")
+    html = Path(target).read_text(encoding="utf-8")
+    assert ("Not shown: the damage_by_unit_def stat is not in this output (skipped by the "
+            "run: missing aspect damage_log).</p>") in html
+    assert "with -s damage_by_unit_def writes it" not in html
+    # A stat that the run was not asked for still gets the option that writes it.
+    assert "with -s map_control_timeline writes it" in html
+
+
 # The command line.
 
 def _invoke(*args: str):
