@@ -284,6 +284,28 @@ def test_skipped_stat_note_names_aspect(client, generated_replay, tmp_path):
     assert "with -s map_control_timeline writes it" in html
 
 
+def test_last_failure_noted_over_older_output(client, generated_replay, tmp_path):
+    replay = tmp_path / "replay"
+    shutil.copytree(generated_replay, replay)
+    output = _run(client, replay, tmp_path / "out", "r", stats=["damage_by_unit_def"])
+    with open(replay / "damage_log.mpk", "ab") as stream:
+        stream.write(b"\x93\x01")  # a row cut off after its first element
+    plan = pipeline.RunPlan(output_dir=str(output), stats=["damage_by_unit_def"])
+    [outcome] = pipeline.run([ReplaySource("r", str(replay))], plan, build_registry(), client)
+    assert outcome.status == "failed"
+
+    _, inputs = write_report(str(output), "r")
+    result = _invoke(str(output), "--replay-id", "r")
+
+    assert "truncated row" in inputs.last_failure
+    assert "damage_log.mpk" in inputs.last_failure
+    assert inputs.notes == [f"The last run of this replay failed ({inputs.last_failure}), "
+                            "so this page shows the output of the run before it."]
+    assert "damage_by_unit_def" in inputs.tables
+    assert result.exit_code == 0, result.output
+    assert "note: the last run of replay r failed (" in result.output
+
+
 # The command line.
 
 def _invoke(*args: str):

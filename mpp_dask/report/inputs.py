@@ -20,8 +20,8 @@ import fsspec
 import pandas as pd
 
 from mpp_dask.errors import ConfigError, MppDaskError
-from mpp_dask.output.commit import (MANIFEST_NAME, MANIFESTS_FOLDER, read_manifest,
-                                    validate_replay_id)
+from mpp_dask.output.commit import (FAILURE_NAME, MANIFEST_NAME, MANIFESTS_FOLDER,
+                                    read_manifest, validate_replay_id)
 from mpp_dask.output.formats import PARQUET
 from mpp_dask.reading.decode import decode_range
 from mpp_dask.reading.discover import COMPRESSED_SUFFIXES
@@ -40,6 +40,8 @@ class ReportInputs:
     every requested table that the replay's run committed. ``absent`` maps every
     other requested table to the reason it is missing. ``unit_names`` maps a unit
     def id to a display name and is empty when ``defs.csv`` was not read.
+    ``last_failure`` is the error of a run that failed after the run whose output
+    the report shows, or None.
     """
 
     replay_id: str
@@ -51,6 +53,7 @@ class ReportInputs:
     game_meta: dict | None = None
     start_pos: pd.DataFrame | None = None
     start_pos_source: str | None = None
+    last_failure: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -90,6 +93,10 @@ def load_inputs(output_urlpath: str, replay_id: str, columns: dict[str, list[str
 
     manifest = _complete_manifest(fs, output_urlpath, output_dir, replay_id, storage_options)
     inputs = ReportInputs(replay_id, output_urlpath, manifest)
+    inputs.last_failure = _last_failure(fs, output_dir, replay_id)
+    if inputs.last_failure is not None:
+        inputs.notes.append(f"The last run of this replay failed ({inputs.last_failure}), "
+                            "so this page shows the output of the run before it.")
     _read_tables(inputs, fs, output_dir, columns)
 
     input_dir = manifest.get("input_dir")
@@ -125,6 +132,20 @@ def _complete_manifest(fs: fsspec.AbstractFileSystem, output_urlpath: str, outpu
                           f"its last run failed ({manifest.get('error', 'no error recorded')}); "
                           "run it again with 'mpp-dask run'")
     return manifest
+
+
+def _last_failure(fs: fsspec.AbstractFileSystem, output_dir: str, replay_id: str) -> str | None:
+    """Return the error of a failed run recorded beside a complete output, if any."""
+    path = posixpath.join(output_dir, MANIFESTS_FOLDER, replay_id, FAILURE_NAME)
+    try:
+        record = json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its record {path} is unreadable: {type(exc).__name__}: {exc}"
+    if not isinstance(record, dict):
+        return f"its record {path} is not a JSON object"
+    return str(record.get("error") or "no error recorded")
 
 
 def _ls_folders(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
