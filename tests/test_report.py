@@ -59,8 +59,10 @@ def generated_replay(tmp_path_factory) -> Path:
     return folder
 
 
-def _run(client, replay: Path, output: Path, replay_id: str, stats=(), streams=()) -> Path:
-    plan = pipeline.RunPlan(output_dir=str(output), stats=list(stats), streams=list(streams))
+def _run(client, replay: Path, output: Path, replay_id: str, stats=(), streams=(),
+         output_formats=("parquet",)) -> Path:
+    plan = pipeline.RunPlan(output_dir=str(output), stats=list(stats), streams=list(streams),
+                            output_formats=list(output_formats))
     [outcome] = pipeline.run([ReplaySource(replay_id, str(replay))], plan, build_registry(),
                              client)
     assert outcome.status == "done", outcome.error
@@ -262,6 +264,48 @@ def test_empty_tables_show_notes(client, generated_replay, tmp_path):
             in html)
 
 
+def test_skipped_stat_note_names_aspect(client, generated_replay, tmp_path):
+    replay = tmp_path / "replay"
+    shutil.copytree(generated_replay, replay)
+    (replay / "damage_log.mpk").unlink()
+    with pytest.warns(UserWarning, match="damage_log"):
+        output = _run(client, replay, tmp_path / "out", "nodamage",
+                      stats=["damage_by_unit_def", "calculate_player_apm_and_focus"])
+
+    target, inputs = write_report(str(output), "nodamage")
+
+    assert inputs.absent["damage_by_unit_def"] == ("skipped by the run: missing aspect "
+                                                   "damage_log")
+    html = Path(target).read_text(encoding="utf-8")
+    assert ("Not shown: the damage_by_unit_def stat is not in this output (skipped by the "
+            "run: missing aspect damage_log).</p>") in html
+    assert "with -s damage_by_unit_def writes it" not in html
+    # A stat that the run was not asked for still gets the option that writes it.
+    assert "with -s map_control_timeline writes it" in html
+
+
+def test_last_failure_noted_over_older_output(client, generated_replay, tmp_path):
+    replay = tmp_path / "replay"
+    shutil.copytree(generated_replay, replay)
+    output = _run(client, replay, tmp_path / "out", "r", stats=["damage_by_unit_def"])
+    with open(replay / "damage_log.mpk", "ab") as stream:
+        stream.write(b"\x93\x01")  # a row cut off after its first element
+    plan = pipeline.RunPlan(output_dir=str(output), stats=["damage_by_unit_def"])
+    [outcome] = pipeline.run([ReplaySource("r", str(replay))], plan, build_registry(), client)
+    assert outcome.status == "failed"
+
+    _, inputs = write_report(str(output), "r")
+    result = _invoke(str(output), "--replay-id", "r")
+
+    assert "truncated row" in inputs.last_failure
+    assert "damage_log.mpk" in inputs.last_failure
+    assert inputs.notes == [f"The last run of this replay failed ({inputs.last_failure}), "
+                            "so this page shows the output of the run before it."]
+    assert "damage_by_unit_def" in inputs.tables
+    assert result.exit_code == 0, result.output
+    assert "note: the last run of replay r failed (" in result.output
+
+
 # The command line.
 
 def _invoke(*args: str):
@@ -311,6 +355,19 @@ def test_cli_failed_replay_rejected(tmp_path):
     assert result.exit_code == 2
     assert "has no complete output" in result.output
     assert "invalid data in x.mpk" in result.output
+
+
+def test_cli_output_without_parquet(client, generated_replay, tmp_path):
+    output = _run(client, generated_replay, tmp_path / "out", "csvonly",
+                  stats=["damage_by_unit_def"], output_formats=["csv", "jsonl-gzip"])
+
+    result = _invoke(str(output), "--replay-id", "csvonly")
+
+    assert result.exit_code == 2
+    assert "replay csvonly" in result.output
+    assert "has no Parquet tables (its run wrote only csv, jsonl-gzip)" in result.output
+    assert "'--output-format parquet'" in result.output
+    assert not (output / "_reports").exists()
 
 
 def test_cli_unwritable_report_path(full_output, tmp_path):

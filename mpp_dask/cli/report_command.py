@@ -44,6 +44,9 @@ def report_command(output_dir: str, replay_id: str, report_path: str | None,
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
 
+    if inputs.last_failure is not None:
+        click.echo(f"note: the last run of replay {replay_id} failed ({inputs.last_failure}); "
+                   "the report shows the output of the run before it", err=True)
     for section in SECTIONS:
         reason = inputs.absent.get(section.table)
         if reason is not None:

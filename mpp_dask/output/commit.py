@@ -210,8 +210,9 @@ def read_manifest(output_urlpath: str, replay_id: str,
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
-        logger.warning("manifest %s is unreadable (%s); the replay will be computed again",
-                       path, exc)
+        # The run and the report both read manifests, so the message names no action.
+        logger.warning("manifest %s is unreadable (%s); the replay is treated as having "
+                       "no output", path, exc)
         return None
 
 

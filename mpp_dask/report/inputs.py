@@ -20,8 +20,9 @@ import fsspec
 import pandas as pd
 
 from mpp_dask.errors import ConfigError, MppDaskError
-from mpp_dask.output.commit import (MANIFEST_NAME, MANIFESTS_FOLDER, read_manifest,
-                                    validate_replay_id)
+from mpp_dask.output.commit import (FAILURE_NAME, MANIFEST_NAME, MANIFESTS_FOLDER,
+                                    read_manifest, validate_replay_id)
+from mpp_dask.output.formats import PARQUET
 from mpp_dask.reading.decode import decode_range
 from mpp_dask.reading.discover import COMPRESSED_SUFFIXES
 
@@ -39,6 +40,8 @@ class ReportInputs:
     every requested table that the replay's run committed. ``absent`` maps every
     other requested table to the reason it is missing. ``unit_names`` maps a unit
     def id to a display name and is empty when ``defs.csv`` was not read.
+    ``last_failure`` is the error of a run that failed after the run whose output
+    the report shows, or None.
     """
 
     replay_id: str
@@ -50,6 +53,7 @@ class ReportInputs:
     game_meta: dict | None = None
     start_pos: pd.DataFrame | None = None
     start_pos_source: str | None = None
+    last_failure: str | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -75,8 +79,9 @@ def load_inputs(output_urlpath: str, replay_id: str, columns: dict[str, list[str
     Raises
     ------
     ConfigError
-        If the output folder does not exist, the replay has no manifest in it, or
-        the replay's last run failed before any output was committed.
+        If the output folder does not exist, the replay has no manifest in it, the
+        replay's last run failed before any output was committed, or its output has
+        no Parquet tables.
     MppDaskError
         If a table that the manifest lists cannot be read.
     """
@@ -88,6 +93,10 @@ def load_inputs(output_urlpath: str, replay_id: str, columns: dict[str, list[str
 
     manifest = _complete_manifest(fs, output_urlpath, output_dir, replay_id, storage_options)
     inputs = ReportInputs(replay_id, output_urlpath, manifest)
+    inputs.last_failure = _last_failure(fs, output_dir, replay_id)
+    if inputs.last_failure is not None:
+        inputs.notes.append(f"The last run of this replay failed ({inputs.last_failure}), "
+                            "so this page shows the output of the run before it.")
     _read_tables(inputs, fs, output_dir, columns)
 
     input_dir = manifest.get("input_dir")
@@ -125,6 +134,20 @@ def _complete_manifest(fs: fsspec.AbstractFileSystem, output_urlpath: str, outpu
     return manifest
 
 
+def _last_failure(fs: fsspec.AbstractFileSystem, output_dir: str, replay_id: str) -> str | None:
+    """Return the error of a failed run recorded beside a complete output, if any."""
+    path = posixpath.join(output_dir, MANIFESTS_FOLDER, replay_id, FAILURE_NAME)
+    try:
+        record = json.loads(fs.cat_file(path))
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return f"its record {path} is unreadable: {type(exc).__name__}: {exc}"
+    if not isinstance(record, dict):
+        return f"its record {path} is not a JSON object"
+    return str(record.get("error") or "no error recorded")
+
+
 def _ls_folders(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
     try:
         return [entry["name"] for entry in fs.ls(path, detail=True)
@@ -135,6 +158,17 @@ def _ls_folders(fs: fsspec.AbstractFileSystem, path: str) -> list[str]:
 
 def _read_tables(inputs: ReportInputs, fs: fsspec.AbstractFileSystem, output_dir: str,
                  columns: dict[str, list[str]]) -> None:
+    # Manifests written before the other formats existed have no "formats" key, and
+    # their runs wrote Parquet only.
+    output_formats = inputs.manifest.get("formats", [PARQUET])
+    if PARQUET not in output_formats:
+        # TODO: read the msgpack-gzip or jsonl-gzip files instead. Until then such an
+        # output cannot be drawn, because the report reads only Parquet tables.
+        raise ConfigError(
+            f"replay {inputs.replay_id} in {inputs.output_dir} has no Parquet tables "
+            f"(its run wrote only {', '.join(output_formats)}), and the report reads "
+            "Parquet; run the replay again with '--output-format parquet' added to its "
+            "other --output-format options")
     committed = set(inputs.manifest.get("tables", []))
     skipped = inputs.manifest.get("skipped", {})
     for table, table_columns in columns.items():
@@ -147,8 +181,8 @@ def _read_tables(inputs: ReportInputs, fs: fsspec.AbstractFileSystem, output_dir
             inputs.tables[table] = pd.read_parquet(path, columns=table_columns, filesystem=fs)
         except (OSError, ValueError, KeyError) as exc:
             raise MppDaskError(f"reading table {table} of replay {inputs.replay_id} from "
-                               f"{path} failed: {exc}; run the replay again with "
-                               "'mpp-dask run --force-reprocess'") from exc
+                               f"{path} failed: {type(exc).__name__}: {exc}; run the replay "
+                               "again with 'mpp-dask run --force-reprocess'") from exc
 
 
 def _read_unit_names(fs: fsspec.AbstractFileSystem, replay_dir: str,

@@ -254,12 +254,15 @@ def _team_ids(inputs: ReportInputs) -> set[int]:
 
 def _missing_note(table: str, inputs: ReportInputs) -> str | None:
     if table in inputs.absent:
-        option = "-u" if table in STREAMS else "-s"
         kind = "stream" if table in STREAMS else "stat"
-        return (f"Not shown: the {table} {kind} is not in this output "
-                f"({inputs.absent[table]}). 'mpp-dask run' with {option} {table} writes it. "
-                "A run replaces the replay's whole output, so name every stat and stream "
-                "you want in it.")
+        note = f"Not shown: the {table} {kind} is not in this output ({inputs.absent[table]})."
+        if table in inputs.manifest.get("skipped", {}):
+            # Requesting the table again would not help, because the run skipped it
+            # for an aspect file that the replay lacks.
+            return note
+        option = "-u" if table in STREAMS else "-s"
+        return (f"{note} 'mpp-dask run' with {option} {table} writes it. A run replaces "
+                "the replay's whole output, so name every stat and stream you want in it.")
     if inputs.tables[table].empty:
         return f"Not shown: the {table} table of this replay has no rows."
     return None
