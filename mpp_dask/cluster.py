@@ -353,6 +353,9 @@ def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
                                           options.dashboard_port_explicit)
     processes = options.processes is not False
     n_workers = options.n_workers
+    # NOTE: each thread worker compares its memory limit (the machine's memory over
+    # the workers, with "auto") with the memory of the whole process, which all of
+    # them share, so thread workers may pause early. They run only small inputs.
     if n_workers is None and not processes:
         # As many thread workers as LocalCluster would start processes; on its own it
         # starts a single thread worker.

@@ -234,8 +234,8 @@ def _join_chunks(written: pd.DataFrame, *, headers: dict[str, bytes],
                 with fs.open(chunk, "rb") as source:
                     shutil.copyfileobj(source, target, _COPY_BUFFER_BYTES)
 
-        for chunk in chunks["chunk"]:
-            fs.rm(chunk)
+        # The chunks stay until the commit removes the staging folder: Dask runs this
+        # task again when its worker dies, and it must find them then.
         joined.append({"format": output_format, "rows": int(chunks["rows"].sum()),
                        "bytes": int(fs.size(path))})
     return pd.DataFrame(joined, columns=list(_JOINED_META.columns)).astype(_JOINED_META.dtypes)
