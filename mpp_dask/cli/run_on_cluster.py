@@ -99,6 +99,10 @@ def _performance_report(path: str | None) -> Iterator[None]:
     logger.info("wrote the Dask performance report to %s", path)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def _worker_count(client: Client) -> int:
     return len(client.scheduler_info(n_workers=-1)["workers"])
 
@@ -135,8 +139,8 @@ def run_on_cluster(sources: list[ReplaySource], plan: pipeline.RunPlan, registry
         def on_submit(futures: list) -> None:
             nonlocal bar, submitted_at
             submitted_at = time.perf_counter()
-            logger.info("stage build graphs: %d collections of %d replays submitted in %.1f s",
-                        len(futures), len(sources), submitted_at - started)
+            logger.info("stage build graphs: %s submitted as %d collections in %.1f s",
+                        _count(len(sources), "replay"), len(futures), submitted_at - started)
             if show_progress and futures:
                 bar = TerminalProgressBar(futures, client)
                 bar.start()
@@ -147,9 +151,10 @@ def run_on_cluster(sources: list[ReplaySource], plan: pipeline.RunPlan, registry
             if bar is not None:
                 bar.stop()
         done = [outcome for outcome in outcomes if outcome.status == "done"]
-        logger.info("stage compute and commit: %d replays done, %d rows decoded, %d tables "
-                    "written in %.1f s", len(done), sum(o.rows for o in done),
-                    sum(len(o.tables) for o in done), time.perf_counter() - submitted_at)
+        logger.info("stage compute and commit: %s done, %d rows decoded, %s written in %.1f s",
+                    _count(len(done), "replay"), sum(o.rows for o in done),
+                    _count(sum(len(o.tables) for o in done), "table"),
+                    time.perf_counter() - submitted_at)
         log_rows(outcomes)
         closing = time.perf_counter()
     logger.info("stage shutdown: %.1f s", time.perf_counter() - closing)
