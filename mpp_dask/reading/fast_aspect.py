@@ -10,9 +10,9 @@ field, which roughly halves the time per value on the example replay.
 
 The aspect loop takes only rows that lie wholly in the window and contain nothing
 unusual. It returns at the first other row, and the generic loop goes on from
-there, so every check and status stays in one place. It also returns where the
-generic loop must stop: at a full output, a frame that decreases or a dequantized
-value above 2**53 in magnitude.
+there, so every check and status stays in one place. Such rows include a row at a
+full output, a frame that decreases and a dequantized value above 2**53 in
+magnitude, which the generic loop divides exactly.
 
 numba caches compiled code only for functions in a source file. The generated
 source is written to a per-user folder under a name that contains the hash of the
