@@ -10,6 +10,7 @@ and a clean window never falls back needlessly.
 from __future__ import annotations
 
 import math
+import os
 import struct
 import subprocess
 import sys
@@ -17,12 +18,13 @@ import tracemalloc
 
 import msgpack
 import numpy as np
+import pandas as pd
 import pandas.testing as pdt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mpp_dask.reading import fast
+from mpp_dask.reading import fast, fast_aspect
 from mpp_dask.reading.decode import decode_window
 from mpp_dask.reading.fast import ScanStatus, fast_decode_window, scan_window
 from mpp_dask.reading.rows import NeedMoreData, scan_rows
@@ -193,6 +195,47 @@ def test_random_valid_windows_match_reference(data):
     assert_matches_reference(window, window_start, start, stop, at_eof, aspect)
 
 
+# Bytes after ``stop`` in a padded window. They let the aspect loop take every row,
+# because it takes a row only when the longest possible row fits in the window.
+PADDING = bytes(1024)
+
+
+def padded(encoded: bytes) -> tuple[memoryview, int]:
+    """Return a window of ``encoded`` followed by PADDING, and the stop before the padding."""
+    return memoryview(encoded + PADDING), len(encoded)
+
+
+def aspect_loop_rows(window, stop: int, aspect: Aspect) -> int:
+    """Run only the aspect loop over a window from offset 0, and return its row count."""
+    plan = fast.column_plan(aspect)
+    columns = fast._Columns(plan, fast._max_rows(stop, plan.min_row_length))
+    buf = np.frombuffer(window, dtype=np.uint8)
+    buf.flags.writeable = False
+    loop = fast_aspect.compiled_aspect_loop(aspect)
+    rows, _, _ = loop(buf, 0, stop, 0, 0, 0, *columns.flat_arrays(), columns.offsets)
+    return rows
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_random_padded_windows_match_reference(data):
+    """Every row of these windows goes through the aspect loop, short rows included."""
+    aspect = get_aspect(data.draw(st.sampled_from(NUMERIC_ASPECTS), label="aspect"))
+    rows = data.draw(valid_rows(aspect), label="rows")
+    chooser = data.draw(st.randoms(use_true_random=False), label="encodings")
+    encoded, _ = encode_rows(rows, chooser.choice)
+    window, stop = padded(encoded)
+
+    decoded = assert_matches_reference(window, 0, 0, stop, False, aspect)
+
+    # Values above 2**53 in a dequantized field are left to the generic loop.
+    big_divided = any(value is not None and abs(value) > fast.FLOAT64_EXACT_INT
+                      for row in rows for fld, value in zip(aspect.fields, row)
+                      if fld.divisor is not None)
+    if decoded is not None and not big_divided:
+        assert aspect_loop_rows(window, stop, aspect) == len(rows)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_random_corrupted_windows_match_reference(data):
@@ -238,6 +281,16 @@ def test_edge_int_encoding_matches_reference(encoded_value):
     data = b"\x93\x05\x01\x02" + b"\x93\x06" + encoded_value + b"\x03"
     decoded = assert_matches_reference(memoryview(data), 0, 0, len(data), True, aspect)
     assert decoded is not None
+
+
+@pytest.mark.parametrize("encoded_value", [v for _, v in EDGE_VALUES],
+                         ids=[name for name, _ in EDGE_VALUES])
+def test_edge_int_encoding_in_aspect_loop(encoded_value):
+    aspect = get_aspect("map_envir_econ")
+    window, stop = padded(b"\x93\x05\x01\x02" + b"\x93\x06" + encoded_value + b"\x03")
+    decoded = assert_matches_reference(window, 0, 0, stop, False, aspect)
+    assert decoded is not None
+    assert aspect_loop_rows(window, stop, aspect) == 2
 
 
 @pytest.mark.parametrize("header", [b"\x93", b"\xdc\x00\x03", b"\xdd\x00\x00\x00\x03"],
@@ -381,6 +434,20 @@ def test_bad_value_stops_at_its_row(index, raw_value):
     assert expected.problems[0].offset == bad_row
 
 
+@pytest.mark.parametrize(("index", "raw_value"), [(i, v) for _, i, v in BAD_VALUES],
+                         ids=[name for name, _, _ in BAD_VALUES])
+def test_bad_value_stops_aspect_loop_at_its_row(index, raw_value):
+    aspect = get_aspect("damage_log")
+    data, bad_row = damage_rows_with(index, raw_value)
+    window, stop = padded(data)
+
+    assert aspect_loop_rows(window, stop, aspect) == 1
+    scan = scan_window(window, 0, 0, stop, False, aspect)
+    assert scan.status is ScanStatus.INVALID
+    assert scan.stopped_at == bad_row
+    assert fast_decode_window(window, 0, 0, stop, False, aspect) is None
+
+
 def rows_with_second(aspect_name: str, second: bytes) -> tuple[bytes, int]:
     """Return a valid row, then ``second``, then the valid row again.
 
@@ -514,6 +581,60 @@ def test_example_file_ranges_match_reference(example_replay, aspect_name):
     assert start == len(data)
 
 
+# --- Dequantization, and the frame built without pandas 3 ------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(int64, st.integers(2**53 - 8, 2**53 + 4096)),
+       divisor=st.one_of(st.sampled_from([1, 2, 3, 10, 1000]), st.integers(1, 2**40)))
+def test_divide_exactly_matches_python(value, divisor):
+    fast.compiled_scan_window()
+    assert fast._divide_exactly(value, divisor) == value / divisor
+
+
+def test_big_dequantized_value_matches_reference():
+    """A dequantized value above 2**53 leaves the aspect loop and is divided exactly."""
+    aspect = get_aspect("damage_log")
+    damage_index = [f.raw_name for f in aspect.fields].index("damage")
+    rows = [list(DAMAGE_ROW), list(DAMAGE_ROW)]
+    rows[1][damage_index] = 2**60 + 7
+    data, _ = encode_rows(rows, smallest_encoding)
+    window, stop = padded(data)
+
+    assert aspect_loop_rows(window, stop, aspect) == 1
+    decoded = assert_matches_reference(window, 0, 0, stop, False, aspect)
+    assert decoded is not None
+    assert decoded.frame["damage"].iloc[1] == (2**60 + 7) / 10
+
+
+@pytest.mark.parametrize("aspect_name", ["unit_events", "damage_log", "unit_state_snapshots",
+                                         "team_stats"])
+def test_frame_from_columns_matches_blocks(aspect_name):
+    aspect = get_aspect(aspect_name)
+    is_bool = [fld.raw_type is RawType.BOOL for fld in aspect.fields]
+    # Rows 0 and 2 have nulls where the aspect allows them, and row 1 has none.
+    sparse = [False if boolean else 1 for boolean in is_bool]
+    for index, fld in enumerate(aspect.fields):
+        if fld.nullable:
+            sparse[index] = None
+    full = [True if boolean else 2 for boolean in is_bool]
+    rows = [[0] + sparse[1:], [1] + full[1:], [2] + sparse[1:]]
+    data, _ = encode_rows(rows, smallest_encoding)
+    window, stop = padded(data)
+    scan = scan_window(window, 0, 0, stop, False, aspect)
+    assert scan.status is ScanStatus.OK
+
+    layout = fast.frame_layout(aspect)
+    blocks = [(scan.ints[:len(layout.int_placement)], layout.int_placement),
+              (scan.floats, layout.float_placement),
+              (scan.bools[:len(layout.bool_placement)], layout.bool_placement)]
+    blocks += [(fast._extension_array(scan, kind, slot, null_slot, dtype), placement)
+               for placement, kind, slot, null_slot, dtype in layout.extension_columns]
+    by_columns = fast.frame_from_columns(blocks, layout.columns, pd.RangeIndex(3))
+
+    pdt.assert_frame_equal(by_columns, fast.build_frame(scan, aspect))
+    pdt.assert_frame_equal(by_columns, reference(window, 0, 0, stop, False, aspect).frame)
+
+
 # --- Compilation, caching and numba being absent ---------------------------------
 
 def test_one_compiled_specialisation_for_all_aspects():
@@ -540,21 +661,47 @@ kernel = fast.compiled_scan_window()
 if kernel is None:
     print("numba missing", decoded is None)
 else:
-    print("cache hits", sum(kernel.stats.cache_hits.values()), decoded is not None)
+    from mpp_dask.reading import fast_aspect
+    aspect_loop = fast_aspect.compiled_aspect_loop(get_aspect("map_envir_econ"))
+    print("cache hits", sum(kernel.stats.cache_hits.values()),
+          sum(aspect_loop.stats.cache_hits.values()), decoded is not None)
 """
 
 
-def run_decode_subprocess(mode: str) -> str:
+def run_decode_subprocess(mode: str, env: dict | None = None) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-c", DECODE_IN_SUBPROCESS, mode],
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
+    return result
 
 
 def test_without_numba_fast_path_declines():
-    assert run_decode_subprocess("hide-numba") == "numba missing True"
+    assert run_decode_subprocess("hide-numba").stdout.strip() == "numba missing True"
 
 
-def test_compiled_loop_loads_from_disk_cache():
+def test_compiled_loops_load_from_disk_cache():
     run_decode_subprocess("warm-up")
-    assert run_decode_subprocess("check") == "cache hits 1 True"
+    assert run_decode_subprocess("check").stdout.strip() == "cache hits 1 1 True"
+
+
+def test_unwritable_loop_folder_uses_generic_loop(tmp_path):
+    """The aspect loop's source cannot be written, so the generic loop decodes alone."""
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    env = dict(os.environ, XDG_CACHE_HOME=str(not_a_folder),
+               NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    script = """
+import numpy as np
+from mpp_dask.reading import fast, fast_aspect
+from mpp_dask.schema import get_aspect
+aspect = get_aspect("map_envir_econ")
+data = bytes([0x93, 1, 2, 3, 0x93, 2, 0xCD, 1, 0, 5])
+decoded = fast.fast_decode_window(memoryview(data), 0, 0, len(data), True, aspect)
+print(fast_aspect.compiled_aspect_loop(aspect), decoded.frame["frame"].tolist())
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            timeout=300, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None [1, 2]"
+    assert "cannot write the compiled row loop of map_envir_econ" in result.stderr
