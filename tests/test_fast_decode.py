@@ -197,6 +197,12 @@ def test_random_valid_windows_match_reference(data):
 
 # Bytes after ``stop`` in a padded window. They let the aspect loop take every row,
 # because it takes a row only when the longest possible row fits in the window.
+@pytest.fixture(autouse=True)
+def aspect_loop_on_every_range(monkeypatch):
+    """Use the aspect loops on the small windows of these tests too."""
+    monkeypatch.setattr(fast, "ASPECT_LOOP_MIN_BYTES", 0)
+
+
 PADDING = bytes(1024)
 
 
@@ -653,6 +659,7 @@ import sys
 if sys.argv[1] == "hide-numba":
     sys.modules["numba"] = None
 from mpp_dask.reading import fast
+fast.ASPECT_LOOP_MIN_BYTES = 0
 from mpp_dask.schema import get_aspect
 data = bytes([0x93, 1, 2, 3])
 decoded = fast.fast_decode_window(memoryview(data), 0, 0, len(data), True,
@@ -694,6 +701,7 @@ def test_unwritable_loop_folder_uses_generic_loop(tmp_path):
 import numpy as np
 from mpp_dask.reading import fast, fast_aspect
 from mpp_dask.schema import get_aspect
+fast.ASPECT_LOOP_MIN_BYTES = 0
 aspect = get_aspect("map_envir_econ")
 data = bytes([0x93, 1, 2, 3, 0x93, 2, 0xCD, 1, 0, 5])
 decoded = fast.fast_decode_window(memoryview(data), 0, 0, len(data), True, aspect)
@@ -705,3 +713,16 @@ print(fast_aspect.compiled_aspect_loop(aspect), decoded.frame["frame"].tolist())
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "None [1, 2]"
     assert "cannot write the compiled row loop of map_envir_econ" in result.stderr
+
+
+def test_small_range_leaves_aspect_loop_uncompiled(monkeypatch):
+    monkeypatch.setattr(fast, "ASPECT_LOOP_MIN_BYTES", 1024)
+    monkeypatch.setattr(fast_aspect, "compiled_aspect_loop",
+                        lambda aspect: pytest.fail("the aspect loop was asked for"))
+    aspect = get_aspect("team_stats")
+    rows = [[300, team] + [10] * (len(aspect.fields) - 2) for team in range(3)]
+    encoded, _ = encode_rows(rows, lambda choices: choices[0])
+    window, stop = padded(encoded)
+
+    assert stop < 1024
+    assert_matches_reference(window, 0, 0, stop, False, aspect)

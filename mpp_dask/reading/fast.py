@@ -600,7 +600,7 @@ def scan_window(window: memoryview, window_start: int, start: int, stop: int, at
     rows = 0
     previous_frame = 0
     unknown_codes = 0
-    aspect_loop = _aspect_loop(aspect)
+    aspect_loop = _aspect_loop(aspect) if range_bytes >= ASPECT_LOOP_MIN_BYTES else None
     stop_index = stop - window_start
     while True:
         if aspect_loop is not None:
@@ -634,6 +634,13 @@ def scan_window(window: memoryview, window_start: int, start: int, stop: int, at
                       ints=ints, floats=floats, codes=codes, bools=bools, nulls=nulls,
                       offsets=columns.offsets[:rows],
                       unknown_enum_codes=int(unknown_codes))
+
+
+# Smaller ranges are decoded by the generic loop alone. The first use of an
+# aspect's own loop on a machine compiles it, which takes seconds of CPU time per
+# aspect (once per user and version, then numba's disk cache has it): more than
+# the loop saves on a small range, and small replays and tests would pay it.
+ASPECT_LOOP_MIN_BYTES = 256 * 1024
 
 
 def _aspect_loop(aspect: Aspect):
