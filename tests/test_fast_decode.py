@@ -726,3 +726,39 @@ def test_small_range_leaves_aspect_loop_uncompiled(monkeypatch):
 
     assert stop < 1024
     assert_matches_reference(window, 0, 0, stop, False, aspect)
+
+
+FIRST_CALLS_IN_THREADS = """
+import threading
+from mpp_dask.reading import fast
+from mpp_dask.schema import get_aspect
+fast.ASPECT_LOOP_MIN_BYTES = 0
+barrier = threading.Barrier(4)
+errors = []
+data = bytes([0x93, 1, 2, 3])
+
+def first_call():
+    barrier.wait()
+    try:
+        decoded = fast.fast_decode_window(memoryview(data), 0, 0, len(data), True,
+                                          get_aspect("map_envir_econ"))
+        assert decoded is not None
+    except Exception as error:
+        errors.append(repr(error))
+
+threads = [threading.Thread(target=first_call) for _ in range(4)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(errors)
+"""
+
+
+def test_first_calls_from_several_threads():
+    """Worker threads that decode their first window at once share one compiled loop."""
+    result = subprocess.run([sys.executable, "-c", FIRST_CALLS_IN_THREADS],
+                            capture_output=True, text=True, timeout=300)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

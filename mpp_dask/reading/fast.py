@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 from dataclasses import dataclass
 from enum import IntEnum
 from functools import lru_cache, wraps
@@ -484,7 +485,13 @@ def numba_cache_dir() -> Path:
     return Path(base) / "mpp-dask" / "numba"
 
 
-@lru_cache(maxsize=None)
+# Held while a loop is compiled. Threads of one worker decode at the same time,
+# and two first calls would otherwise both wrap the helpers below, the second
+# wrapping an already compiled function (numba raises TypeError), or compile
+# the same aspect loop twice.
+COMPILE_LOCK = threading.RLock()
+
+
 def compiled_scan_window():
     """Return the compiled scan loop, or None when numba is not installed.
 
@@ -496,6 +503,12 @@ def compiled_scan_window():
     site-packages that ``pip uninstall`` does not remove, and the leftover
     ``mpp_dask`` folder would then shadow a later editable install.
     """
+    with COMPILE_LOCK:
+        return _compiled_scan_window()
+
+
+@lru_cache(maxsize=None)
+def _compiled_scan_window():
     os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
     try:
         from numba import njit
@@ -647,7 +660,8 @@ def _aspect_loop(aspect: Aspect):
     # Imported here because fast_aspect imports this module.
     from mpp_dask.reading.fast_aspect import compiled_aspect_loop
 
-    return compiled_aspect_loop(aspect)
+    with COMPILE_LOCK:
+        return compiled_aspect_loop(aspect)
 
 
 @dataclass
