@@ -358,10 +358,10 @@ def worker_environment() -> dict:
     environment wins.
 
     pyarrow's default allocator (mimalloc in the pyarrow 26 wheels) keeps memory
-    that the P2P shuffle's arrow buffers freed. With all default stats on a
-    3.5 GB replay and 2 workers of 3 GB each, the resident memory that neither
-    malloc nor Dask accounted for grew to 1.7 GB in a worker, which was then
-    restarted for passing 95% of its limit. With the system allocator it stayed
+    that arrow buffers freed, such as the P2P shuffle's shards. In a run of all
+    default stats on a 3.5 GB replay with 2 workers of 3 GB each, the resident
+    memory beyond malloc's bytes in use grew to 1.7 GB in one worker. That worker
+    was then restarted for passing 95% of its limit. With the system allocator it stayed
     below 0.42 GB (psutil and glibc's mallinfo2, sampled every 2 s). glibc
     returns freed memory to the system because distributed sets
     ``MALLOC_TRIM_THRESHOLD_`` in the same setting.
