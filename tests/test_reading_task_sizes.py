@@ -8,8 +8,8 @@ from pathlib import Path
 from dask.sizeof import sizeof
 from helpers import write_aspect
 
-from mpp_dask.reading.decode import decode_range
 from mpp_dask.reading.partitions import FileTally, confirm_range
+from mpp_dask.reading.task_sizes import decode_measured_range
 
 ROWS = 20_000
 
@@ -19,8 +19,8 @@ def _decoded_positions(tmp_path: Path):
             for frame in range(ROWS)]
     path = write_aspect(tmp_path, "unit_positions", rows)
     size = path.stat().st_size
-    decoded = decode_range(str(path), aspect_name="unit_positions", offset=0, stop=size,
-                           file_size=size)
+    decoded = decode_measured_range(str(path), aspect_name="unit_positions", offset=0,
+                                    stop=size, file_size=size)
     return path, decoded
 
 

@@ -1,4 +1,4 @@
-"""Tell Dask how many bytes the reader's task results hold.
+"""Tell Dask how many bytes the reader's task results contain.
 
 A Dask worker measures every task result with :func:`dask.sizeof.sizeof`. For a
 type it does not know, that falls back to ``sys.getsizeof``, which counts only the
@@ -8,22 +8,26 @@ about 100 bytes. The worker would then neither spill decoded ranges nor pause wh
 they pile up, and the scheduler would place the confirm task of a range without
 regard to where its frame is.
 
-Dask calls :func:`register_sizeof` through the ``dask.sizeof`` entry point
-(declared in ``pyproject.toml``) when ``dask.sizeof`` is first imported, so every
-process that has mpp-dask installed applies it before it measures a task result.
+Importing this module registers the sizes. The decode tasks call
+:func:`decode_measured_range` from here, so a worker imports the module when it
+receives its first decode task, before it measures any decoded range. Dask's
+``dask.sizeof`` entry point would also reach workers, but dask 2026.8 loads
+those entry points unguarded while it is imported. A package that is listed but
+fails to import would then make ``import dask`` itself fail.
 """
 
 from __future__ import annotations
 
 import sys
 
+from dask.sizeof import sizeof as dask_sizeof
+
+from mpp_dask.reading.decode import DecodedRange, decode_range
+from mpp_dask.reading.partitions import FileTally
+
 
 def register_sizeof(sizeof) -> None:
-    """Register the sizes of the reader's task results with Dask's ``sizeof``.
-
-    The registration is lazy: the reader's modules are imported only when a
-    worker first measures an object of a type from the ``mpp_dask`` package, so
-    importing Dask stays as cheap as without mpp-dask.
+    """Register the sizes of :class:`DecodedRange` and :class:`FileTally` with ``sizeof``.
 
     Parameters
     ----------
@@ -31,15 +35,22 @@ def register_sizeof(sizeof) -> None:
         The dispatcher :data:`dask.sizeof.sizeof`.
     """
 
-    @sizeof.register_lazy("mpp_dask")
-    def _register_reader_types() -> None:
-        from mpp_dask.reading.decode import DecodedRange
-        from mpp_dask.reading.partitions import FileTally
+    @sizeof.register(DecodedRange)
+    def _decoded_range_size(decoded: DecodedRange) -> int:
+        return sys.getsizeof(decoded) + sizeof(decoded.frame) + sizeof(decoded.problems)
 
-        @sizeof.register(DecodedRange)
-        def _decoded_range_size(decoded: DecodedRange) -> int:
-            return sys.getsizeof(decoded) + sizeof(decoded.frame) + sizeof(decoded.problems)
+    @sizeof.register(FileTally)
+    def _file_tally_size(tally: FileTally) -> int:
+        return sys.getsizeof(tally) + sizeof(tally.problems)
 
-        @sizeof.register(FileTally)
-        def _file_tally_size(tally: FileTally) -> int:
-            return sys.getsizeof(tally) + sizeof(tally.problems)
+
+register_sizeof(dask_sizeof)
+
+
+def decode_measured_range(urlpath: str, **options) -> DecodedRange:
+    """Decode a byte range with :func:`~mpp_dask.reading.decode.decode_range`.
+
+    The decode tasks call this function rather than ``decode_range``, so that
+    every worker that runs them has imported the size registration above.
+    """
+    return decode_range(urlpath, **options)
