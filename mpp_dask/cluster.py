@@ -37,6 +37,7 @@ from mpp_dask.plugin_shipping import ship_plugins
 logger = logging.getLogger(__name__)
 
 ADDRESS_KEY = "mpp-dask.cluster.scheduler-address"
+PRE_SPAWN_ENVIRON_KEY = "distributed.nanny.pre-spawn-environ"
 DASHBOARD_KEY = "mpp-dask.cluster.dashboard-address"
 # Protocols of fsspec whose files exist only inside the process that wrote them.
 IN_PROCESS_PROTOCOLS = ("memory",)
@@ -348,6 +349,28 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def worker_environment() -> dict:
+    """Return the environment variables that the nannies of a LocalCluster set in its workers.
+
+    These are distributed's ``distributed.nanny.pre-spawn-environ`` setting, plus
+    ``ARROW_DEFAULT_MEMORY_POOL=system`` unless that setting names the variable.
+    As with every variable of that setting, a value in this process's own
+    environment wins.
+
+    pyarrow's default allocator (mimalloc in the pyarrow 26 wheels) keeps memory
+    that arrow buffers freed, such as the P2P shuffle's shards. In a run of all
+    default stats on a 3.5 GB replay with 2 workers of 3 GB each, the resident
+    memory beyond malloc's bytes in use grew to 1.7 GB in one worker. That worker
+    was then restarted for passing 95% of its limit. With the system allocator it stayed
+    below 0.42 GB (psutil and glibc's mallinfo2, sampled every 2 s). glibc
+    returns freed memory to the system because distributed sets
+    ``MALLOC_TRIM_THRESHOLD_`` in the same setting.
+    """
+    environment = dict(dask.config.get(PRE_SPAWN_ENVIRON_KEY, default={}) or {})
+    environment.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    return environment
+
+
 def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
     dashboard = resolve_dashboard_address(options.dashboard_address,
                                           options.dashboard_port_explicit)
@@ -370,7 +393,7 @@ def _start_local(options: ClusterOptions) -> tuple[LocalCluster, Client]:
         cluster_kwargs["scheduler_kwargs"] = {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
     deferred = _DeferredInterrupt()
     try:
-        with deferred:
+        with deferred, dask.config.set({PRE_SPAWN_ENVIRON_KEY: worker_environment()}):
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=options.threads_per_worker,

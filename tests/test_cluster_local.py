@@ -19,8 +19,9 @@ from dask_processes import MPP_DASK, free_port
 from helpers import pack_rows, write_aspect
 from mpp_dask import pipeline, settings
 from mpp_dask.cli.main import cli
-from mpp_dask.cluster import (ClusterOptions, check_storage_reachable, connect,
-                              dashboard_link, options_from_settings, resolve_dashboard_address)
+from mpp_dask.cluster import (PRE_SPAWN_ENVIRON_KEY, ClusterOptions, check_storage_reachable,
+                              connect, dashboard_link, options_from_settings,
+                              resolve_dashboard_address, worker_environment)
 from mpp_dask.errors import ClusterError, ConfigError
 
 
@@ -82,6 +83,12 @@ def _worker_state() -> tuple[int, int, object]:
             signal.getsignal(signal.SIGINT))
 
 
+def _arrow_memory_pool() -> str:
+    import pyarrow
+
+    return pyarrow.default_memory_pool().backend_name
+
+
 def test_local_cluster_options_applied():
     options = ClusterOptions(n_workers=2, threads_per_worker=2, memory_limit="1GiB",
                              dashboard_address=None)
@@ -89,6 +96,7 @@ def test_local_cluster_options_applied():
     with connect(options) as client:
         workers = client.scheduler_info(n_workers=-1)["workers"].values()
         states = list(client.run(_worker_state).values())
+        pools = list(client.run(_arrow_memory_pool).values())
 
     assert len(workers) == 2
     assert [worker["nthreads"] for worker in workers] == [2, 2]
@@ -98,6 +106,19 @@ def test_local_cluster_options_applied():
         assert shuffle_level == logging.ERROR
         # Ctrl-C in a terminal reaches the workers too; only the run process handles it.
         assert sigint_handler == signal.SIG_IGN
+    assert pools == ["system", "system"]
+
+
+def test_worker_environment_keeps_configured_pool():
+    configured = {"MALLOC_TRIM_THRESHOLD_": 65536, "ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}
+
+    with dask.config.set({PRE_SPAWN_ENVIRON_KEY: configured}):
+        environment = worker_environment()
+    with dask.config.set({PRE_SPAWN_ENVIRON_KEY: {"MALLOC_TRIM_THRESHOLD_": 65536}}):
+        default = worker_environment()
+
+    assert environment == configured
+    assert default == {"MALLOC_TRIM_THRESHOLD_": 65536, "ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
 def test_debug_keeps_worker_log_levels():

@@ -12,7 +12,7 @@ import pandas as pd
 from dask.base import tokenize
 from dask.dataframe.dask_expr import from_graph
 
-from mpp_dask.reading.decode import decode_range
+from mpp_dask.reading.task_sizes import decode_measured_range
 from mpp_dask.reading.partitions import FileTally, confirm_range
 from mpp_dask.reading.ranges import plan_ranges
 from mpp_dask.schema import get_aspect
@@ -113,7 +113,7 @@ def build_decode_graph(urlpath: str, aspect_name: str, *, file_size: int, blocks
         decode_key = (f"decode-{aspect_name}-{token}", index)
         confirm_key = (f"confirm-{aspect_name}-{token}", index)
         partition_key = (f"partition-{aspect_name}-{token}", index)
-        graph[decode_key] = (partial(decode_range, offset=offset, stop=stop, **common),)
+        graph[decode_key] = (partial(decode_measured_range, offset=offset, stop=stop, **common),)
         graph[confirm_key] = (partial(confirm_range, offset=offset, stop=stop, **common),
                               decode_key, tally_key)
         graph[partition_key] = (getitem, confirm_key, 0)
