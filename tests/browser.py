@@ -9,8 +9,11 @@ the rendered Bokeh models and a full-page screenshot are returned.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -153,22 +156,34 @@ def open_page(html_path: Path) -> PageResult:
     TimeoutError
         If Chromium does not start, or Bokeh does not finish rendering, in time.
     """
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile_dir:
+    # Chromium's helper processes may still write to the profile for a moment after
+    # the browser exits, so a failed removal of the profile folder is ignored.
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-",
+                                     ignore_cleanup_errors=True) as profile_dir:
         profile = Path(profile_dir)
+        # A session of its own, so that closing it ends the helper processes too.
         process = subprocess.Popen(
             [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             websocket_url = _page_websocket(_wait_for_port(profile, process))
             with connect(websocket_url, max_size=None, open_timeout=START_TIMEOUT) as socket:
                 return _inspect(_DevTools(socket), html_path)
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            _close(process)
+
+
+def _close(process: subprocess.Popen) -> None:
+    """End Chromium and every process of its session."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        pass
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
 
 
 def _inspect(devtools: _DevTools, html_path: Path) -> PageResult:
