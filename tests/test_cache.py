@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from distributed import Client, LocalCluster, get_task_stream
+from distributed import Client, get_task_stream
 from hypothesis import given, strategies as st
 
 import mpp_dask
@@ -33,23 +33,9 @@ from mpp_dask.reading.cache import (MARKER_NAME, sample_offsets, tally_from_json
                                     tally_to_json)
 from mpp_dask.reading.partitions import FileTally
 from mpp_dask.reading.replays import ReplaySource
-from mpp_dask.stats.registry import build_registry
 
 # Small enough that the tiny replays below have several partitions.
 TINY_BLOCKSIZE = 400
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster:
-        with Client(cluster) as client:
-            yield client
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry()
 
 
 def _team_stats_rows(value: int = 10) -> list:

@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 from click.testing import CliRunner
-from distributed import Client, LocalCluster
 from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -30,24 +29,10 @@ from mpp_dask.errors import ConfigError, DecodeError
 from mpp_dask.generate import generate_replay
 from mpp_dask.output.formats import file_name, resolve_output_formats, write_file
 from mpp_dask.reading.replays import ReplaySource
-from mpp_dask.stats.registry import build_registry
 
 FILE_FORMATS = ["jsonl-gzip", "msgpack-gzip", "csv"]
 ALL_FORMATS = ["parquet", *FILE_FORMATS]
 CLUSTER = ["--n-workers", "1", "--dashboard-address", "127.0.0.1:0"]
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster:
-        with Client(cluster) as client:
-            yield client
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry()
 
 
 @pytest.fixture

@@ -9,33 +9,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
-from distributed import Client, LocalCluster
 
 from helpers import write_aspect
 from mpp_dask import pipeline
 from mpp_dask.errors import ConfigError, DecodeError
 from mpp_dask.reading.replays import ReplaySource, resolve_replays
 from mpp_dask.schema import ASPECTS
-from mpp_dask.stats.registry import build_registry
 
 EXAMPLE_STREAM_ROWS = {
     "commands_log": 98_340, "construction_log": 176_502, "damage_log": 82_557,
     "map_envir_econ": 168, "start_pos": 16, "team_stats": 2_856, "unit_events": 25_707,
     "unit_positions": 82_829, "unit_state_snapshots": 40_612,
 }
-
-
-@pytest.fixture(scope="module")
-def client():
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, host="127.0.0.1") as cluster:
-        with Client(cluster) as client:
-            yield client
-
-
-@pytest.fixture(scope="module")
-def registry():
-    return build_registry()
 
 
 def _team_stats_row(frame: int, team: int, damage_received: int) -> list:
