@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import threading
 
 import dask.config
@@ -11,6 +10,7 @@ from click.testing import CliRunner
 
 from helpers import write_aspect
 from mpp_dask import settings
+from mpp_dask.cli import main as cli_main
 from mpp_dask.cli.main import cli
 from mpp_dask.cluster import ClusterOptions, choose_worker_kind, connect, options_from_settings
 from mpp_dask.errors import ConfigError
@@ -105,14 +105,24 @@ def test_thread_workers_as_many_as_processes_would_be():
     assert all(name != "MainThread" for name in names.values())
 
 
-def test_cli_run_of_small_replay_uses_thread_workers(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="mpp_dask")
+def test_cli_run_of_small_replay_uses_thread_workers(tmp_path, monkeypatch):
+    chosen = []
+    real_run_on_cluster = cli_main.run_on_cluster
+
+    def recording_run_on_cluster(sources, plan, registry, options, **kwargs):
+        chosen.append(options.processes)
+        return real_run_on_cluster(sources, plan, registry, options, **kwargs)
+
+    # Records the options of the real run, which still computes everything.
+    monkeypatch.setattr(cli_main, "run_on_cluster", recording_run_on_cluster)
     rows = [[300 * (i + 1), team] + [10 * (i + 1)] * 37 for i in range(3) for team in range(2)]
     write_aspect(tmp_path / "in", "team_stats", rows)
-    result = CliRunner().invoke(cli, ["run", "r", "-i", str(tmp_path / "in"),
-                                      "-o", str(tmp_path / "out"), "-s", "resources_by_player",
-                                      "--dashboard-address", "127.0.0.1:0"])
+    with dask.config.set({"mpp-dask.cluster.processes": "auto"}):
+        result = CliRunner().invoke(cli, ["run", "r", "-i", str(tmp_path / "in"),
+                                          "-o", str(tmp_path / "out"), "-s",
+                                          "resources_by_player", "--dashboard-address",
+                                          "127.0.0.1:0"])
     settings.reset_layers()
 
     assert result.exit_code == 0, result.output
-    assert any("thread workers ready" in record.getMessage() for record in caplog.records)
+    assert chosen == [False]
