@@ -49,8 +49,15 @@ def test_missing_folder_counts_as_empty(tmp_path, three_replays):
 def test_small_input_gets_thread_workers():
     options = ClusterOptions(processes=None, process_workers_min_bytes=1000)
 
-    assert choose_worker_kind(options, lambda limit: 999).processes is False
-    assert choose_worker_kind(options, lambda limit: 1000).processes is True
+    assert choose_worker_kind(options, 1, lambda limit: 999).processes is False
+    assert choose_worker_kind(options, 1, lambda limit: 1000).processes is True
+
+
+def test_several_replays_get_worker_processes():
+    options = ClusterOptions(processes=None, process_workers_min_bytes=1000)
+    never_called = lambda limit: pytest.fail("the input size was not needed")
+
+    assert choose_worker_kind(options, 2, never_called).processes is True
 
 
 def test_explicit_choice_and_remote_cluster_kept():
@@ -58,9 +65,9 @@ def test_explicit_choice_and_remote_cluster_kept():
 
     for processes in (True, False):
         options = ClusterOptions(processes=processes)
-        assert choose_worker_kind(options, never_called).processes is processes
+        assert choose_worker_kind(options, 1, never_called).processes is processes
     remote = ClusterOptions(scheduler_address="tcp://127.0.0.1:8786", processes=None)
-    assert choose_worker_kind(remote, never_called).processes is True
+    assert choose_worker_kind(remote, 1, never_called).processes is True
 
 
 @pytest.mark.parametrize("value, expected", [("auto", None), (True, True), (False, False)])

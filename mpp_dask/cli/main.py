@@ -176,7 +176,8 @@ def run(replay_id: str | None, input_dir: str, output_dir: str, stats: tuple[str
         options = options_from_settings(local=local,
                                         quiet_worker_logs=log_level.upper() != "DEBUG")
         options = choose_worker_kind(
-            options, lambda limit: aspect_bytes(sources, plan.storage_options, limit))
+            options, len(sources),
+            lambda limit: aspect_bytes(sources, plan.storage_options, limit))
         check_storage_reachable([plan.output_dir, *(s.urlpath for s in sources),
                                  *([plan.cache_dir] if plan.cache_dir else [])], options)
         outcomes = run_on_cluster(sources, plan, registry, options,
