@@ -53,3 +53,18 @@ def clean_frame(aspect_name: str, records: list[dict]) -> pd.DataFrame:
     aspect = ASPECTS[aspect_name]
     frame = pd.DataFrame(records, columns=aspect.columns)
     return frame.astype(aspect.dtypes)
+
+
+def team_stats_row(frame: int, team: int, damage_received: int) -> list:
+    """Return a team_stats row with every counter 0 but damage_received (raw, x10)."""
+    row = [frame, team] + [0] * 37
+    row[13] = damage_received
+    return row
+
+
+def tiny_team_stats_replay(folder: Path, teams: int = 2) -> Path:
+    """Write a replay of only team_stats: frames 300, 600 and 900 for each team."""
+    rows = [team_stats_row(300 * (i + 1), team, 10 * (i + 1) * (team + 1))
+            for i in range(3) for team in range(teams)]
+    write_aspect(folder, "team_stats", rows)
+    return folder

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from helpers import pack_rows, write_aspect
+from helpers import pack_rows, team_stats_row, tiny_team_stats_replay, write_aspect
 from mpp_dask import pipeline, settings
 from mpp_dask.cli.main import cli
 from mpp_dask.errors import ConfigError, DecodeError
@@ -283,19 +283,6 @@ def _generated_replay(folder: Path) -> Path:
     return folder
 
 
-def _team_stats_row(frame: int, team: int, damage_received: int) -> list:
-    row = [frame, team] + [0] * 37
-    row[13] = damage_received
-    return row
-
-
-def _tiny_replay(folder: Path, teams: int = 2) -> Path:
-    rows = [_team_stats_row(300 * (i + 1), team, 10 * (i + 1) * (team + 1))
-            for i in range(3) for team in range(teams)]
-    write_aspect(folder, "team_stats", rows)
-    return folder
-
-
 def _files(output: Path) -> list[Path]:
     return sorted(path.relative_to(output) for path in output.rglob("*") if path.is_file())
 
@@ -330,7 +317,7 @@ def test_generated_replay_formats_match_parquet(tmp_path, client, registry):
 
 
 def test_manifest_records_formats_and_files(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), stats=["resources_by_player"],
                             output_formats=["csv", "parquet"])
@@ -352,8 +339,8 @@ def test_manifest_records_formats_and_files(tmp_path, client, registry):
 
 
 def test_new_format_reruns_and_old_formats_removed(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r")
-    other = _tiny_replay(tmp_path / "in" / "other")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
+    other = tiny_team_stats_replay(tmp_path / "in" / "other")
     output = tmp_path / "out"
     sources = [ReplaySource("r", str(replay))]
     plan = pipeline.RunPlan(output_dir=str(output), stats=["resources_by_player"],
@@ -387,7 +374,7 @@ def test_new_format_reruns_and_old_formats_removed(tmp_path, client, registry):
 
 
 def test_failed_run_leaves_no_format_files(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), stats=["resources_by_player"],
                             streams=["team_stats"], output_formats=ALL_FORMATS,
@@ -413,9 +400,9 @@ def test_failed_run_leaves_no_format_files(tmp_path, client, registry):
 
 def test_errors_table_in_every_format(tmp_path, client, registry):
     replay = tmp_path / "in" / "r"
-    write_aspect(replay, "team_stats", [_team_stats_row(300, 0, 10),
+    write_aspect(replay, "team_stats", [team_stats_row(300, 0, 10),
                                         [300, 1, "bad"] + [0] * 36,
-                                        _team_stats_row(600, 0, 20)])
+                                        team_stats_row(600, 0, 20)])
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
                             skip_on_error=True, output_formats=ALL_FORMATS)
@@ -462,7 +449,7 @@ def _invoke(*args: str):
 
 
 def test_option_overrides_formats_setting(tmp_path, restore_settings):
-    _tiny_replay(tmp_path / "in")
+    tiny_team_stats_replay(tmp_path / "in")
     settings_file = tmp_path / "formats.yaml"
     settings_file.write_text("mpp-dask:\n  output:\n    formats: [msgpack-gzip]\n")
     output = tmp_path / "out"
@@ -483,7 +470,7 @@ def test_option_overrides_formats_setting(tmp_path, restore_settings):
 
 
 def test_formats_setting_in_dry_run_and_config(tmp_path, restore_settings):
-    _tiny_replay(tmp_path / "in")
+    tiny_team_stats_replay(tmp_path / "in")
     settings_file = tmp_path / "formats.yaml"
     settings_file.write_text("mpp-dask:\n  output:\n    formats: [jsonl-gzip, csv]\n")
 
@@ -501,7 +488,7 @@ def test_formats_setting_in_dry_run_and_config(tmp_path, restore_settings):
 
 
 def test_invalid_formats_setting_rejected(tmp_path, restore_settings):
-    _tiny_replay(tmp_path / "in")
+    tiny_team_stats_replay(tmp_path / "in")
     settings_file = tmp_path / "formats.yaml"
     settings_file.write_text("mpp-dask:\n  output:\n    formats: [parquet, xml]\n")
 
@@ -515,7 +502,7 @@ def test_invalid_formats_setting_rejected(tmp_path, restore_settings):
 
 
 def test_unknown_format_option_rejected(tmp_path):
-    _tiny_replay(tmp_path / "in")
+    tiny_team_stats_replay(tmp_path / "in")
 
     result = _invoke("run", "r", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
                      "--output-format", "xml")

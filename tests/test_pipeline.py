@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pytest
 
-from helpers import write_aspect
+from helpers import team_stats_row, tiny_team_stats_replay, write_aspect
 from mpp_dask import pipeline
 from mpp_dask.errors import ConfigError, DecodeError
 from mpp_dask.reading.replays import ReplaySource, resolve_replays
@@ -21,19 +21,6 @@ EXAMPLE_STREAM_ROWS = {
     "map_envir_econ": 168, "start_pos": 16, "team_stats": 2_856, "unit_events": 25_707,
     "unit_positions": 82_829, "unit_state_snapshots": 40_612,
 }
-
-
-def _team_stats_row(frame: int, team: int, damage_received: int) -> list:
-    row = [frame, team] + [0] * 37
-    row[13] = damage_received
-    return row
-
-
-def _tiny_replay(folder: Path, teams: int = 2) -> Path:
-    rows = [_team_stats_row(300 * (i + 1), team, 10 * (i + 1) * (team + 1))
-            for i in range(3) for team in range(teams)]
-    write_aspect(folder, "team_stats", rows)
-    return folder
 
 
 def _read_table(output: Path, table: str) -> pd.DataFrame:
@@ -87,7 +74,7 @@ def test_example_types_survive_parquet(example_replay, tmp_path, client, registr
 
 
 def test_manifest_records_inputs_and_rows(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r1")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r1")
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), stats=["resources_by_player"],
                             streams=["team_stats"])
@@ -103,7 +90,7 @@ def test_manifest_records_inputs_and_rows(tmp_path, client, registry):
 
 
 def test_manifest_names_default_stats(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r1")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r1")
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output))
     pipeline.run([ReplaySource("r1", str(replay))], plan, registry, client)
@@ -121,12 +108,12 @@ def test_rerun_replaces_only_that_replay(tmp_path, client, registry):
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
                             stats=["resources_by_player"])
-    first = _tiny_replay(tmp_path / "in" / "a", teams=2)
-    second = _tiny_replay(tmp_path / "in" / "b", teams=3)
+    first = tiny_team_stats_replay(tmp_path / "in" / "a", teams=2)
+    second = tiny_team_stats_replay(tmp_path / "in" / "b", teams=3)
     pipeline.run([ReplaySource("a", str(first)), ReplaySource("b", str(second))], plan,
                  registry, client)
 
-    _tiny_replay(first, teams=4)
+    tiny_team_stats_replay(first, teams=4)
     plan.force_reprocess = True
     pipeline.run([ReplaySource("a", str(first))], plan, registry, client)
 
@@ -136,7 +123,7 @@ def test_rerun_replaces_only_that_replay(tmp_path, client, registry):
 
 
 def test_failed_replay_leaves_previous_output(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
                             stats=["resources_by_player"])
@@ -157,7 +144,7 @@ def test_failed_replay_leaves_previous_output(tmp_path, client, registry):
 
 
 def test_fail_fast_raises_and_leaves_nothing(tmp_path, client, registry):
-    good = _tiny_replay(tmp_path / "in" / "good")
+    good = tiny_team_stats_replay(tmp_path / "in" / "good")
     bad = tmp_path / "in" / "bad"
     write_aspect(bad, "team_stats", [[300, 0, "not a number"] + [0] * 36])
     output = tmp_path / "out"
@@ -173,7 +160,7 @@ def test_fail_fast_raises_and_leaves_nothing(tmp_path, client, registry):
 def test_corpus_isolates_bad_replay_and_resumes(tmp_path, client, registry):
     corpus = tmp_path / "corpus"
     for index in range(4):
-        _tiny_replay(corpus / f"match_{index}", teams=2 + index % 2)
+        tiny_team_stats_replay(corpus / f"match_{index}", teams=2 + index % 2)
     write_aspect(corpus / "match_bad", "team_stats", [[300, 0, 1.5] + [0] * 36])
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
@@ -194,13 +181,13 @@ def test_corpus_isolates_bad_replay_and_resumes(tmp_path, client, registry):
         "match_0": "skipped", "match_1": "skipped", "match_2": "skipped",
         "match_3": "skipped", "match_bad": "failed"}
 
-    _tiny_replay(corpus / "match_1", teams=5)
+    tiny_team_stats_replay(corpus / "match_1", teams=5)
     third = pipeline.run(sources, plan, registry, client)
     assert {o.replay_id: o.status for o in third}["match_1"] == "done"
 
 
 def test_missing_aspect_skips_stat(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
     plan = pipeline.RunPlan(output_dir=str(tmp_path / "out"),
                             stats=["resources_by_player", "damage_by_unit_def"])
     with pytest.warns(UserWarning, match="skipping stat damage_by_unit_def: the replay has "
@@ -224,7 +211,7 @@ def test_replay_without_aspect_files_fails(tmp_path, client, registry):
 
 @pytest.mark.parametrize("replay_id", ["", "a/b", "..", "a\\b", "x=y"])
 def test_invalid_replay_id_rejected(tmp_path, client, registry, replay_id):
-    replay = _tiny_replay(tmp_path / "in" / "r")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
     plan = pipeline.RunPlan(output_dir=str(tmp_path / "out"), streams=["team_stats"])
     [outcome] = pipeline.run([ReplaySource(replay_id, str(replay))], plan, registry, client)
     assert outcome.status == "failed"
@@ -280,7 +267,7 @@ def test_list_column_reads_back_with_pandas(tmp_path, client, registry):
 
 
 def test_zero_row_aspect_gives_empty_stat(tmp_path, client, registry):
-    replay = _tiny_replay(tmp_path / "in" / "r")
+    replay = tiny_team_stats_replay(tmp_path / "in" / "r")
     (replay / "damage_log.mpk").write_bytes(b"")
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["damage_log"],
@@ -343,7 +330,7 @@ def test_generated_corpus_with_broken_replays(tmp_path, client, registry):
 
 def test_rerun_removes_tables_it_no_longer_writes(tmp_path, client, registry):
     replay = tmp_path / "in" / "r"
-    rows = [_team_stats_row(300, 0, 10), [300, 1, "bad"] + [0] * 36]
+    rows = [team_stats_row(300, 0, 10), [300, 1, "bad"] + [0] * 36]
     write_aspect(replay, "team_stats", rows)
     output = tmp_path / "out"
     plan = pipeline.RunPlan(output_dir=str(output), streams=["team_stats"],
@@ -353,7 +340,7 @@ def test_rerun_removes_tables_it_no_longer_writes(tmp_path, client, registry):
     assert (output / "_errors" / "replay_id=r").exists()
     assert (output / "player_collaboration" / "replay_id=r").exists()
 
-    _tiny_replay(replay)
+    tiny_team_stats_replay(replay)
     plan = pipeline.RunPlan(output_dir=str(output), stats=["resources_by_player"])
     [outcome] = pipeline.run([ReplaySource("r", str(replay))], plan, registry, client)
 
