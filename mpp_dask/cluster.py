@@ -187,10 +187,10 @@ def choose_worker_kind(options: ClusterOptions, replay_count: int,
     files total less than ``process_workers_min_bytes``. Starting and stopping
     worker processes costs about two seconds, more than the work of a small
     replay, and a small replay's data fits in one process. Several replays get
-    worker processes however small they are: the client builds the graphs of
-    later replays while the workers compute earlier ones, and threads would
-    share one interpreter lock with it (60 two-minute replays took 74 s on
-    thread workers and 49 s on worker processes).
+    worker processes however small they are. The client builds the graphs of
+    later replays while the workers compute earlier ones, and thread workers
+    would share one interpreter lock with it: 60 two-minute replays took 74 s
+    on thread workers and 49 s on worker processes.
 
     Parameters
     ----------
