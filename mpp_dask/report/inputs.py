@@ -222,7 +222,7 @@ def _read_game_meta(fs: fsspec.AbstractFileSystem, replay_dir: str,
 
 def _decode_start_pos(manifest: dict, storage_options: dict | None,
                       notes: list[str]) -> pd.DataFrame | None:
-    """Decode the replay's start_pos aspect file, which holds one short row per player."""
+    """Decode the replay's start_pos aspect file, which contains one short row per player."""
     file = manifest.get("fingerprint", {}).get("input_files", {}).get("start_pos")
     if file is None:
         notes.append("The replay has no start_pos aspect file, so player names come from "
